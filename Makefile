@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both install into .venv first.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-all benchmark clean
+
+install: $(STAMP)
+
+# Re-install when the package metadata changes. A plain `pip install nnunetv2` pulls the CUDA build of
+# torch from PyPI (several GB, ~2-4 min on a fresh machine); it runs on CPU-only machines as well.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=/path/to/python3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/nnunet-rc demo
+
+test: install
+	$(BIN)/python -m pytest
+
+test-all: install
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+benchmark: install
+	$(BIN)/python benchmarks/augment_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Network blocks (pure PyTorch), e.g. RAS4DG's RSD bottleneck."""

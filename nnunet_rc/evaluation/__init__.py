@@ -1,0 +1,1 @@
+"""Out-of-domain evaluation (``nnunet-rc evaluate`` / ``nnunet-rc benchmark``)."""

@@ -1,0 +1,1 @@
+"""Synthetic source/target domains for the demo (``nnunet-rc make-synthetic``)."""
