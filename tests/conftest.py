@@ -1,0 +1,175 @@
+"""Shared fixtures: an isolated nnU-Net environment, tiny synthetic datasets, and CLI helpers.
+
+Session-scoped, so the expensive nnU-Net steps (plan + preprocess) run once per test session:
+``preprocessed_2d`` (Dataset901, 2D PNG, 1 channel) and ``preprocessed_3d`` (Dataset902, 3D NIfTI,
+2 channels). Use :func:`run_cli` for real nnU-Net / nnunet-rc commands, and :func:`short_schedule_env`
+for trainings of a few iterations.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BIN = Path(sys.executable).parent
+
+#: Few iterations, one epoch: enough to exercise every step of nnUNetv2_train on CPU.
+SHORT_SCHEDULE = {"NNUNET_RC_EPOCHS": "1", "NNUNET_RC_ITERATIONS": "2", "NNUNET_RC_VAL_ITERATIONS": "1"}
+
+
+def run_cli(args, env=None, timeout=600, check=True) -> subprocess.CompletedProcess:
+    """Run a console command from this venv (``args[0]`` is looked up in the venv's bin folder)."""
+    exe = BIN / args[0]
+    cmd = [str(exe) if exe.exists() else args[0], *map(str, args[1:])]
+    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout ---\n"
+                             f"{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def short_schedule_env(**extra) -> dict:
+    return {**SHORT_SCHEDULE, **extra}
+
+
+# ---- tiny synthetic datasets --------------------------------------------------------------------------
+
+def _blob_label(shape, rng) -> np.ndarray:
+    """Two labels: a large ellipsoid (1) with a smaller one inside (2)."""
+    grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    center = rng.uniform(-0.15, 0.15, size=len(shape))
+    radius = rng.uniform(0.45, 0.65, size=len(shape))
+    r = np.sqrt(sum(((g - c) / rr) ** 2 for g, c, rr in zip(grids, center, radius)))
+    label = np.zeros(shape, np.uint8)
+    label[r < 1] = 1
+    label[r < 0.45] = 2
+    return label
+
+
+def write_tiny_dataset(raw: Path, dataset_id: int, dim: int, num_cases: int = 5, num_channels: int = 1,
+                       size: int = 32, seed: int = 0, name: str = "Tiny") -> Path:
+    """Write a tiny nnU-Net raw dataset (2D: grey PNG; 3D: NIfTI) with labels {0, 1, 2}."""
+    import SimpleITK as sitk
+    from PIL import Image
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    rng = np.random.default_rng(seed)
+    folder = Path(raw) / f"Dataset{dataset_id:03d}_{name}{dim}D"
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    ending = ".png" if dim == 2 else ".nii.gz"
+    if dim == 2:
+        assert num_channels == 1, "2D tiny datasets are grey PNGs"
+    shape = (size,) * dim
+    for i in range(num_cases):
+        label = _blob_label(shape, rng)
+        case = f"case{i:03d}"
+        for c in range(num_channels):
+            img = (40 + 60 * label * (c + 1) + rng.normal(0, 10, shape)).clip(0, 255)
+            if dim == 2:
+                Image.fromarray(img.astype(np.uint8)).save(folder / "imagesTr" / f"{case}_{c:04d}.png")
+            else:
+                im = sitk.GetImageFromArray(img.astype(np.float32))
+                im.SetSpacing((1.0, 1.0, 1.0))
+                sitk.WriteImage(im, str(folder / "imagesTr" / f"{case}_{c:04d}.nii.gz"))
+        if dim == 2:
+            Image.fromarray(label).save(folder / "labelsTr" / f"{case}.png")
+        else:
+            lb = sitk.GetImageFromArray(label)
+            lb.SetSpacing((1.0, 1.0, 1.0))
+            sitk.WriteImage(lb, str(folder / "labelsTr" / f"{case}.nii.gz"))
+    channels = {str(c): ("MRI" if dim == 3 else "grey") for c in range(num_channels)}
+    generate_dataset_json(str(folder), channels, {"background": 0, "outer": 1, "inner": 2}, num_cases, ending,
+                          dataset_name=folder.name)
+    return folder
+
+
+# ---- the nnU-Net environment -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def nnunet_env(tmp_path_factory):
+    """Isolated nnUNet_raw/preprocessed/results, the plugin registered, CPU-friendly knobs. Set in
+    ``os.environ`` for the whole session (in-process code and subprocesses see the same)."""
+    from nnunet_rc import trainer_path
+
+    root = tmp_path_factory.mktemp("nnunet")
+    env = {
+        "nnUNet_raw": str(root / "raw"),
+        "nnUNet_preprocessed": str(root / "preprocessed"),
+        "nnUNet_results": str(root / "results"),
+        "nnUNet_extTrainer": trainer_path(),
+        "nnUNet_n_proc_DA": "1",
+        "nnUNet_def_n_proc": "1",
+        "nnUNet_compile": "f",
+        "OMP_NUM_THREADS": "2",
+    }
+    for k in ("raw", "preprocessed", "results"):
+        (root / k).mkdir()
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _plan_and_preprocess(dataset_id: int, configs) -> None:
+    run_cli(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", *configs, "-np", "1",
+             "--verify_dataset_integrity"])
+
+
+@pytest.fixture(scope="session")
+def preprocessed_2d(nnunet_env):
+    """Dataset 901: five 32x32 grey PNG cases, labels {0,1,2}, planned and preprocessed for ``2d``."""
+    folder = write_tiny_dataset(Path(nnunet_env["nnUNet_raw"]), 901, dim=2)
+    _plan_and_preprocess(901, ["2d"])
+    return {"id": 901, "name": folder.name, "raw": folder, "config": "2d"}
+
+
+@pytest.fixture(scope="session")
+def preprocessed_3d(nnunet_env):
+    """Dataset 902: five 32^3 two-channel NIfTI cases, labels {0,1,2}, preprocessed for ``3d_fullres``."""
+    folder = write_tiny_dataset(Path(nnunet_env["nnUNet_raw"]), 902, dim=3, num_channels=2)
+    _plan_and_preprocess(902, ["3d_fullres"])
+    return {"id": 902, "name": folder.name, "raw": folder, "config": "3d_fullres"}
+
+
+# ---- in-process trainer helpers ---------------------------------------------------------------------------
+
+def make_trainer(trainer_cls, dataset: dict, fold=0):
+    """Instantiate ``trainer_cls`` on a preprocessed fixture dataset (CPU) and initialize it."""
+    import torch
+
+    pre = Path(os.environ["nnUNet_preprocessed"]) / dataset["name"]
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    plans["continue_training"] = False
+    dataset_json = json.loads((pre / "dataset.json").read_text())
+    trainer = trainer_cls(plans, dataset["config"], fold, dataset_json, device=torch.device("cpu"))
+    trainer.initialize()
+    return trainer
+
+
+def synthetic_batch(trainer, batch_size: int = 2, seed: int = 0) -> dict:
+    """A batch shaped like nnU-Net's training batch for ``trainer`` (deep supervision targets)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    patch = list(trainer.configuration_manager.patch_size)
+    data = torch.randn(batch_size, trainer.num_input_channels, *patch, generator=g)
+    full = torch.randint(0, trainer.label_manager.num_segmentation_heads, (batch_size, 1, *patch), generator=g)
+    scales = trainer._get_deep_supervision_scales()
+    if scales is None:
+        target = full.to(torch.int16)
+    else:
+        target = []
+        for s in scales:
+            size = [max(1, int(round(p * f))) for p, f in zip(patch, s)]
+            target.append(torch.nn.functional.interpolate(full.float(), size=size, mode="nearest").to(torch.int16))
+    return {"data": data, "target": target, "keys": [f"case{i}" for i in range(batch_size)]}
