@@ -55,9 +55,13 @@ class nnUNetTrainerRCSpyForTest(nnUNetTrainerDGBaseline):
         self.spy_calls_in_validation += self.spy.calls - before
         return out
 
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self.epoch_seeds = getattr(self, "epoch_seeds", []) + [self.augmentation_generator.initial_seed()]
+
     def _write_spy_report(self, **extra):
         report = {"train_calls": self.spy.calls, "calls_in_validation_step": self.spy_calls_in_validation,
-                  "shapes": self.spy.shapes, **extra}
+                  "shapes": self.spy.shapes, "epoch_seeds": self.epoch_seeds, **extra}
         with open(os.path.join(self.output_folder, "spy.json"), "w") as f:
             json.dump(report, f)
 
@@ -103,6 +107,7 @@ def _train_predict_and_check(dataset, spy_env, tmp_path):
     assert (out / "checkpoint_final.pth").is_file()
     spy = json.loads((out / "spy.json").read_text())
     assert spy["train_calls"] == 2  # NNUNET_RC_ITERATIONS=2, one epoch
+    assert spy["epoch_seeds"] == [12345]
     assert spy["calls_in_validation_step"] == 0
     assert spy["calls_in_final_validation"] == 0
     n_channels = len(json.loads((dataset["raw"] / "dataset.json").read_text())["channel_names"])
@@ -125,25 +130,22 @@ def _train_predict_and_check(dataset, spy_env, tmp_path):
         assert set(np.unique(seg).tolist()) <= {0, 1, 2}
 
 
-def test_train_and_predict_2d_through_the_cli(preprocessed_2d, spy_env, tmp_path):
+def test_train_predict_and_resume_2d_through_the_cli(preprocessed_2d, spy_env, tmp_path):
     _train_predict_and_check(preprocessed_2d, spy_env, tmp_path)
+    # `nnUNetv2_train ... --c` continues the finished 1-epoch run for a second epoch
+    out = _results(preprocessed_2d, "nnUNetTrainerRCSpyForTest", "2d")
+    first = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert first["current_epoch"] == 1 and first["trainer_name"] == "nnUNetTrainerRCSpyForTest"
+    run_cli(["nnUNetv2_train", preprocessed_2d["id"], "2d", "0", "-tr", "nnUNetTrainerRCSpyForTest", "-device", "cpu",
+             "--c"], env={**spy_env, "NNUNET_RC_EPOCHS": "2"})
+    second = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert second["current_epoch"] == 2
+    resumed = sorted(out.glob("training_log_*.txt"))[-1].read_text()
+    assert "Epoch 1" in resumed and "Epoch 0\n" not in resumed
+    # the resumed process draws epoch 1's augmentation seed, as the uninterrupted run would have
+    spy = json.loads((out / "spy.json").read_text())
+    assert spy["train_calls"] == 2 and spy["epoch_seeds"] == [12345 + 1]
 
 
 def test_train_and_predict_3d_through_the_cli(preprocessed_3d, spy_env, tmp_path):
     _train_predict_and_check(preprocessed_3d, spy_env, tmp_path)
-
-
-def test_resume_with_c(preprocessed_2d, nnunet_env):
-    trainer = "nnUNetTrainerDGBaseline"
-    args = ["nnUNetv2_train", preprocessed_2d["id"], "2d", "1", "-tr", trainer, "-device", "cpu"]
-    run_cli(args, env=short_schedule_env(NNUNET_RC_EPOCHS="1"))
-    out = Path(os.environ["nnUNet_results"]) / preprocessed_2d["name"] / f"{trainer}__nnUNetPlans__2d" / "fold_1"
-    first = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert first["current_epoch"] == 1 and first["trainer_name"] == trainer
-
-    run_cli(args + ["--c"], env=short_schedule_env(NNUNET_RC_EPOCHS="2"))
-    second = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert second["current_epoch"] == 2
-    logs = sorted(out.glob("training_log_*.txt"))
-    resumed = logs[-1].read_text()
-    assert "Epoch 1" in resumed and "Epoch 0\n" not in resumed
