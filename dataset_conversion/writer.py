@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 __all__ = [
     "CONVERTERS", "Case", "CaseData", "ConversionError", "Converter", "DatasetSpec", "Report", "SkipCase",
-    "binarize", "extracted", "match_label_geometry", "register_converter", "safe_case_id", "write_dataset",
+    "binarize", "extracted", "is_os_clutter", "match_label_geometry", "register_converter", "safe_case_id", "write_dataset",
 ]
 
 ImageLike = Union[Image.Image, sitk.Image]
@@ -188,7 +188,8 @@ def match_label_geometry(label: sitk.Image, image: sitk.Image, where: str, toler
     return out
 
 
-def _is_clutter(parts: Sequence[str]) -> bool:
+def is_os_clutter(parts: Sequence[str]) -> bool:
+    """True if any path part is OS clutter (`__MACOSX`, `.DS_Store`, `._*`, ...)."""
     return any(p in OS_CLUTTER or p.startswith("._") for p in parts)
 
 
@@ -218,7 +219,7 @@ def extracted(src: Path) -> Iterator[Path]:
             for info in archive.infolist():
                 name = info.filename.replace("\\", "/")
                 parts = [p for p in name.split("/") if p]
-                if not parts or _is_clutter(parts):
+                if not parts or is_os_clutter(parts):
                     continue
                 target = (root / name).resolve()
                 if name.startswith("/") or ".." in parts or root not in target.parents:
@@ -229,7 +230,7 @@ def extracted(src: Path) -> Iterator[Path]:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(info) as fin, open(target, "wb") as fout:
                     shutil.copyfileobj(fin, fout)
-        entries = [p for p in root.iterdir() if not _is_clutter([p.name])]
+        entries = [p for p in root.iterdir() if not is_os_clutter([p.name])]
         yield entries[0] if len(entries) == 1 and entries[0].is_dir() else root
 
 

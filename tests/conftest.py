@@ -91,13 +91,34 @@ def write_tiny_dataset(raw: Path, dataset_id: int, dim: int, num_cases: int = 5,
 
 # ---- the nnU-Net environment -----------------------------------------------------------------------------
 
+def _session_root(tmp_path_factory) -> Path:
+    """One folder per test session, shared by all pytest-xdist workers of that session."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.getbasetemp().parent / "nnunet_shared"
+        root.mkdir(exist_ok=True)
+        return root
+    return tmp_path_factory.mktemp("nnunet")
+
+
+def _once(root: Path, key: str, make) -> None:
+    """Run ``make()`` once per session even with several xdist workers (file lock + marker)."""
+    from filelock import FileLock
+
+    marker = root / f".{key}.done"
+    with FileLock(str(root / f".{key}.lock")):
+        if not marker.exists():
+            make()
+            marker.touch()
+
+
 @pytest.fixture(scope="session")
 def nnunet_env(tmp_path_factory):
     """Isolated nnUNet_raw/preprocessed/results, the plugin registered, CPU-friendly knobs. Set in
-    ``os.environ`` for the whole session (in-process code and subprocesses see the same)."""
+    ``os.environ`` for the whole session (in-process code and subprocesses see the same); shared by
+    the xdist workers of a session (tests use distinct dataset ids)."""
     from nnunet_rc import trainer_path
 
-    root = tmp_path_factory.mktemp("nnunet")
+    root = _session_root(tmp_path_factory)
     env = {
         "nnUNet_raw": str(root / "raw"),
         "nnUNet_preprocessed": str(root / "preprocessed"),
@@ -109,7 +130,7 @@ def nnunet_env(tmp_path_factory):
         "OMP_NUM_THREADS": "2",
     }
     for k in ("raw", "preprocessed", "results"):
-        (root / k).mkdir()
+        (root / k).mkdir(exist_ok=True)
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env
@@ -128,16 +149,19 @@ def _plan_and_preprocess(dataset_id: int, configs) -> None:
 @pytest.fixture(scope="session")
 def preprocessed_2d(nnunet_env):
     """Dataset 901: five 32x32 grey PNG cases, labels {0,1,2}, planned and preprocessed for ``2d``."""
-    folder = write_tiny_dataset(Path(nnunet_env["nnUNet_raw"]), 901, dim=2)
-    _plan_and_preprocess(901, ["2d"])
+    raw = Path(nnunet_env["nnUNet_raw"])
+    _once(raw.parent, "dataset901", lambda: (write_tiny_dataset(raw, 901, dim=2), _plan_and_preprocess(901, ["2d"])))
+    folder = raw / "Dataset901_Tiny2D"
     return {"id": 901, "name": folder.name, "raw": folder, "config": "2d"}
 
 
 @pytest.fixture(scope="session")
 def preprocessed_3d(nnunet_env):
     """Dataset 902: five 32^3 two-channel NIfTI cases, labels {0,1,2}, preprocessed for ``3d_fullres``."""
-    folder = write_tiny_dataset(Path(nnunet_env["nnUNet_raw"]), 902, dim=3, num_channels=2)
-    _plan_and_preprocess(902, ["3d_fullres"])
+    raw = Path(nnunet_env["nnUNet_raw"])
+    _once(raw.parent, "dataset902",
+          lambda: (write_tiny_dataset(raw, 902, dim=3, num_channels=2), _plan_and_preprocess(902, ["3d_fullres"])))
+    folder = raw / "Dataset902_Tiny3D"
     return {"id": 902, "name": folder.name, "raw": folder, "config": "3d_fullres"}
 
 
