@@ -1,0 +1,408 @@
+"""Retinal vessel datasets: DRIVE (source domain) and the targets IOSTAR, LES-AV, CHASE_DB1, STARE, HRF.
+
+``nnunet-rc convert {drive,iostar,lesav,chase,stare,hrf} SRC --id N`` reads each download as
+distributed (folder, or the ``.zip``; see ``docs/datasets.md``) and writes, for every case:
+
+* ``images{Tr,Ts}/CASE_0000.png``: the photograph as ONE 8-bit RGB PNG (JPEG, GIF, PPM(.gz), TIFF are
+  decoded and re-written losslessly). ``channel_names`` = ``{"0": "R", "1": "G", "2": "B"}`` for every
+  retinal dataset, so a DRIVE model predicts IOSTAR directly. Normalization decision: nnU-Net picks the
+  normalization from the channel NAME (``map_channel_name_to_normalization``); "R", "G", "B" are not
+  special names, so every retinal dataset gets nnU-Net's default per-image, per-channel z-score (not
+  ``rgb_to_0_1``, which would keep each camera's global brightness and contrast: a fundus camera
+  (DRIVE) and a scanning laser ophthalmoscope (IOSTAR) differ exactly there, and the domain-
+  generalization augmentations re-standardize to per-image statistics anyway).
+* ``labels{Tr,Ts}/CASE.png``: the vessel label as one grey PNG, ``{"background": 0, "vessel": 1}``,
+  decoded from {0, 255} grey, 1-bit, palette {0, 1} or grey RGB (strict: anything else is an error
+  naming the file, see :func:`~.writer.binarize`).
+* ``masks{Tr,Ts}/CASE.png``: the field-of-view (FOV) mask, {0, 1}, where the dataset ships one (DRIVE,
+  IOSTAR, LES-AV, HRF). FOV decision: the mask is NOT baked into the label (no ignore label: training
+  sees the whole image, as nnU-Net normally does, and predictions stay comparable across datasets); it
+  is kept beside the labels as the *evaluation* mask, so vessel metrics are computed inside the FOV
+  only, as the retinal literature reports them: ``nnunet-rc evaluate PRED labelsTs --mask masksTs``.
+  CHASE_DB1 and STARE ship no FOV mask: none is written (evaluation then covers the whole image).
+
+Splits: DRIVE ``training`` → ``imagesTr``/``labelsTr``; ``test`` → ``imagesTs`` (+ ``labelsTs`` when
+``1st_manual`` is there; the current package has none: images only, no error). The targets have no
+official split: every case goes to ``imagesTs``/``labelsTs`` (``--as-training`` → ``imagesTr``).
+A target image without its label (or without its FOV mask when the dataset has a mask folder) is
+skipped and reported; a DRIVE training case without one is an error. Label or mask size different
+from the image's is an error naming the file. Case ids are the file stems made safe (IOSTAR's spaces
+become ``_``). JPEG EXIF orientation is ignored on purpose: the labels were drawn on the stored pixels.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .writer import (OS_CLUTTER, Case, CaseData, ConversionError, Converter, DatasetSpec, Report, SkipCase,
+                     binarize, extracted, register_converter, safe_case_id, write_dataset)
+
+CHANNEL_NAMES = {"0": "R", "1": "G", "2": "B"}
+LABELS = {"background": 0, "vessel": 1}
+IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".gif", ".ppm", ".bmp")
+_RGB_MODES = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "1", "CMYK", "YCbCr"}
+
+
+# ---- file helpers ----------------------------------------------------------------------------------------
+
+def _stem(path: Path) -> str:
+    """File name without its image suffix (and without ``.gz``): ``im0001.ah.ppm.gz`` -> ``im0001.ah``."""
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def _is_image_file(path: Path) -> bool:
+    name = path.name.lower()
+    name = name[:-3] if name.endswith(".gz") else name
+    return (path.is_file() and not path.name.startswith(".") and path.name not in OS_CLUTTER
+            and name.endswith(IMAGE_SUFFIXES))
+
+
+def _image_files(folder: Optional[Path]) -> List[Path]:
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _is_image_file(p))
+
+
+def _subdir(parent: Path, *names: str) -> Optional[Path]:
+    """The child folder called one of ``names`` (case-insensitive), or None."""
+    if not parent.is_dir():
+        return None
+    children = {p.name.lower(): p for p in parent.iterdir() if p.is_dir()}
+    for n in names:
+        if n.lower() in children:
+            return children[n.lower()]
+    return None
+
+
+class _Index:
+    """Image files of one folder by lower-case stem (any image suffix, optionally gzipped)."""
+
+    def __init__(self, folder: Optional[Path]):
+        self.folder = folder
+        self.by_stem: Dict[str, Path] = {}
+        for p in _image_files(folder):
+            self.by_stem.setdefault(_stem(p).lower(), p)
+
+    def find(self, *stems: str) -> Optional[Path]:
+        for s in stems:
+            if s.lower() in self.by_stem:
+                return self.by_stem[s.lower()]
+        return None
+
+
+def _open(path: Path, shown: str) -> Image.Image:
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                img = Image.open(io.BytesIO(f.read()))
+        else:
+            img = Image.open(path)
+        with img:
+            img.load()
+            return img.copy()
+    except (OSError, EOFError, ValueError) as e:
+        raise ConversionError(f"{shown}: cannot read the image ({e})") from None
+
+
+def _read_rgb(path: Path, shown: str) -> Image.Image:
+    img = _open(path, shown)
+    if img.mode not in _RGB_MODES:
+        raise ConversionError(f"{shown}: image mode {img.mode!r}; expected an 8-bit RGB (or grey) photograph")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _read_binary(path: Path, shown: str, what: str, size) -> Image.Image:
+    """A label or FOV mask as a mode ``L`` image with values {0, 1}, checked against the image ``size``."""
+    img = _open(path, shown)
+    if img.size != size:
+        raise ConversionError(f"{shown}: {what} size {img.size[0]}x{img.size[1]} != image size {size[0]}x{size[1]}")
+    if img.mode == "1":
+        arr = np.asarray(img, dtype=bool)
+    elif img.mode == "P":
+        # palette: decide on the grey levels the palette shows; fall back to the raw indices ({0, 1} in
+        # DRIVE's 2nd_manual and LES-AV's masks) when the colours are not black/white.
+        try:
+            return Image.fromarray(binarize(np.asarray(img.convert("L")), where=shown))
+        except ConversionError:
+            arr = np.asarray(img)
+    elif img.mode in ("RGB", "RGBA", "RGBX"):
+        rgb = np.asarray(img.convert("RGB"))
+        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+            raise ConversionError(f"{shown}: colour {what} (R, G, B differ); expected a grey or binary image")
+        arr = rgb[..., 0]
+    elif img.mode == "LA":
+        arr = np.asarray(img)[..., 0]
+    else:
+        arr = np.asarray(img)
+    return Image.fromarray(binarize(arr, where=f"{shown} ({what})"))
+
+
+# ---- one case --------------------------------------------------------------------------------------------
+
+@dataclass
+class _Pair:
+    """Where one case's files are. ``label``/``mask`` None with ``*_missing`` set: expected but absent."""
+    case_id: str
+    split: str
+    image: Path
+    label: Optional[Path] = None
+    mask: Optional[Path] = None
+    label_missing: str = ""  # what was expected, when the label is missing
+    mask_missing: str = ""
+    required: bool = False  # a missing label/mask is an error (DRIVE training), else the case is skipped
+    metadata: Dict[str, object] = field(default_factory=dict)
+
+
+class _Source:
+    """The source as the user named it, for messages (files of an extracted zip are shown as ``ZIP::path``)."""
+
+    def __init__(self, src: Path, base: Path):
+        self.src, self.base, self.is_zip = Path(src), base, not Path(src).is_dir()
+
+    def show(self, path: Path) -> str:
+        if not self.is_zip:
+            return str(path)
+        try:
+            return f"{self.src}::{path.relative_to(self.base).as_posix()}"
+        except ValueError:
+            return str(path)
+
+
+def _make_case(pair: _Pair, source: _Source) -> Case:
+    shown_image = source.show(pair.image)
+
+    def load() -> CaseData:
+        for missing, what in ((pair.label_missing, "label"), (pair.mask_missing, "FOV mask")):
+            if missing:
+                msg = f"no {what} for {shown_image}: expected {missing}"
+                if pair.required:
+                    raise ConversionError(f"{msg} (a training case needs one)")
+                raise SkipCase(msg)
+        image = _read_rgb(pair.image, shown_image)
+        label = mask = None
+        if pair.label is not None:
+            label = _read_binary(pair.label, source.show(pair.label), "label", image.size)
+        if pair.mask is not None:
+            mask = _read_binary(pair.mask, source.show(pair.mask), "FOV mask", image.size)
+        meta = {"source_image": pair.image.relative_to(source.base).as_posix(), **pair.metadata}
+        return CaseData(images=[image], label=label, mask=mask, metadata=meta)
+
+    return Case(case_id=pair.case_id, split=pair.split, load=load, source=shown_image)
+
+
+def _pair(case_id: str, split: str, image: Path, labels: Optional[_Index], label_stems: Sequence[str],
+          masks: Optional[_Index], mask_stems: Sequence[str], required: bool = False, **metadata) -> _Pair:
+    """Look up the label and mask of ``image``; ``labels``/``masks`` None: the dataset has none (no skip)."""
+    p = _Pair(safe_case_id(case_id), split, image, required=required, metadata=metadata)
+    if labels is not None:
+        p.label = labels.find(*label_stems)
+        if p.label is None:
+            p.label_missing = f"{labels.folder}/{label_stems[0]}.*"
+    if masks is not None:
+        p.mask = masks.find(*mask_stems)
+        if p.mask is None:
+            p.mask_missing = f"{masks.folder}/{mask_stems[0]}.*"
+    return p
+
+
+def _find_root(base: Path, check: Callable[[Path], bool], what: str, expected: str, depth: int = 3) -> Path:
+    """The first folder at or below ``base`` (breadth first, ``depth`` levels) that passes ``check``."""
+    level = [base]
+    for _ in range(depth + 1):
+        nxt = []
+        for d in level:
+            if check(d):
+                return d
+            nxt += sorted(c for c in d.iterdir() if c.is_dir() and c.name not in OS_CLUTTER
+                          and not c.name.startswith("."))
+        level = nxt
+    raise ConversionError(f"{base}: no {what} layout found; expected {expected}")
+
+
+# ---- the datasets ----------------------------------------------------------------------------------------
+
+def _drive_pairs(root: Path, args) -> List[_Pair]:
+    pairs = []
+    for part, split in (("training", "Tr"), ("test", "Ts")):
+        folder = _subdir(root, part)
+        if folder is None:
+            continue
+        images = _image_files(_subdir(folder, "images"))
+        manual = _subdir(folder, "1st_manual")
+        labels = _Index(manual) if manual is not None or split == "Tr" else None
+        if labels is not None and manual is None:
+            labels.folder = folder / "1st_manual"
+        mask_dir = _subdir(folder, "mask")
+        masks = _Index(mask_dir) if mask_dir is not None else None
+        for img in images:
+            stem = _stem(img)  # 21_training / 01_test
+            number = stem.split("_")[0]
+            pairs.append(_pair(stem, split, img, labels, [f"{number}_manual1"], masks, [f"{stem}_mask"],
+                               required=split == "Tr", drive_split=part))
+    if not pairs:
+        raise ConversionError(f"{root}: no DRIVE images; expected training/images/21_training.tif, "
+                              "test/images/01_test.tif")
+    return pairs
+
+
+def _target_split(args) -> str:
+    return "Tr" if getattr(args, "as_training", False) else "Ts"
+
+
+def _iostar_pairs(root: Path, args) -> List[_Pair]:
+    labels = _Index(_subdir(root, "GT"))
+    mask_dir = _subdir(root, "mask")
+    masks = _Index(mask_dir) if mask_dir is not None else None
+    return [_pair(_stem(img), _target_split(args), img, labels, [f"{_stem(img)}_GT"], masks,
+                  [f"{_stem(img)}_Mask"]) for img in _image_files(_subdir(root, "image"))]
+
+
+def _lesav_pairs(root: Path, args) -> List[_Pair]:
+    labels = _Index(_subdir(root, "vessel-segmentations"))
+    mask_dir = _subdir(root, "masks")
+    masks = _Index(mask_dir) if mask_dir is not None else None
+    return [_pair(_stem(img), _target_split(args), img, labels, [_stem(img)], masks, [f"{_stem(img)}_mask"])
+            for img in _image_files(_subdir(root, "images"))]
+
+
+_CHASE_LABEL = re.compile(r"_(1st|2nd)HO$", re.IGNORECASE)
+
+
+def _chase_pairs(root: Path, args) -> List[_Pair]:
+    index = _Index(root)
+    images = [p for p in _image_files(root)
+              if p.name.lower().startswith("image_") and not _CHASE_LABEL.search(_stem(p))]
+    pairs = []
+    for img in images:
+        stem = _stem(img)  # Image_01L
+        pairs.append(_pair(stem, _target_split(args), img, index, [f"{stem}_{args.annotator}"], None, [],
+                           eye=stem[-1].upper()))
+    return pairs
+
+
+def _stare_pairs(root: Path, args) -> List[_Pair]:
+    image_dir = _subdir(root, "stare-images") or root
+    label_dir = _subdir(root, f"labels-{args.annotator}")
+    labels = _Index(label_dir if label_dir is not None else image_dir)
+    images = [p for p in _image_files(image_dir) if re.fullmatch(r"im\d+", _stem(p), re.IGNORECASE)]
+    return [_pair(_stem(img), _target_split(args), img, labels, [f"{_stem(img)}.{args.annotator}"], None, [])
+            for img in images]
+
+
+_HRF_GROUPS = {"h": "healthy", "g": "glaucoma", "dr": "diabetic_retinopathy"}
+
+
+def _hrf_pairs(root: Path, args) -> List[_Pair]:
+    labels = _Index(_subdir(root, "manual1"))
+    mask_dir = _subdir(root, "mask")
+    masks = _Index(mask_dir) if mask_dir is not None else None
+    pairs = []
+    for img in _image_files(_subdir(root, "images")):
+        stem = _stem(img)  # 01_dr
+        group = _HRF_GROUPS.get(stem.rsplit("_", 1)[-1].lower(), "")
+        pairs.append(_pair(stem, _target_split(args), img, labels, [stem], masks, [f"{stem}_mask"], group=group))
+    return pairs
+
+
+@dataclass
+class _Dataset:
+    name: str  # converter name
+    default_name: str  # nnU-Net dataset name
+    title: str
+    check: Callable[[Path], bool]
+    expected: str
+    pairs: Callable[[Path, argparse.Namespace], List[_Pair]]
+    reference: str
+    target: bool = True
+    annotators: Sequence[str] = ()
+    fov: bool = True  # the download has field-of-view masks
+
+
+def _has(*names: str) -> Callable[[Path], bool]:
+    return lambda d: all(_subdir(d, n) is not None for n in names)
+
+
+DATASETS = [
+    _Dataset("drive", "DRIVE", "DRIVE (source domain)",
+             lambda d: any(_subdir(d, s) is not None and _subdir(_subdir(d, s), "images") is not None
+                           for s in ("training", "test")),
+             "DRIVE/training/images/21_training.tif (+ 1st_manual/, mask/) and/or DRIVE/test/images/",
+             _drive_pairs, "Staal et al., Ridge-based vessel segmentation in color images of the retina, "
+             "IEEE TMI 23(4), 2004", target=False),
+    _Dataset("iostar", "IOSTAR", "IOSTAR (scanning laser ophthalmoscope)", _has("image", "GT"),
+             "'IOSTAR Vessel Segmentation Dataset'/image/'STAR 01_OSC.jpg', GT/'STAR 01_OSC_GT.tif', mask/",
+             _iostar_pairs, "Zhang et al., Robust retinal vessel segmentation via locally adaptive derivative "
+             "frames in orientation scores, IEEE TMI 35(12), 2016"),
+    _Dataset("lesav", "LESAV", "LES-AV", _has("images", "vessel-segmentations"),
+             "LES-AV/images/12.png, vessel-segmentations/12.png, masks/12_mask.gif (folder or the zip)",
+             _lesav_pairs, "Orlando et al., Towards a glaucoma risk index based on simulated hemodynamics "
+             "from fundus images, MICCAI 2018"),
+    _Dataset("chase", "CHASEDB1", "CHASE_DB1",
+             lambda d: any(_is_image_file(p) and p.name.lower().startswith("image_") for p in d.iterdir()),
+             "a flat folder with Image_01L.jpg, Image_01L_1stHO.png, Image_01L_2ndHO.png",
+             _chase_pairs, "Fraz et al., An ensemble classification-based approach applied to retinal blood "
+             "vessel segmentation, IEEE TBME 59(9), 2012", annotators=("1stHO", "2ndHO"), fov=False),
+    _Dataset("stare", "STARE", "STARE",
+             lambda d: _subdir(d, "stare-images") is not None
+             or any(_is_image_file(p) and re.fullmatch(r"im\d+", _stem(p), re.I) for p in d.iterdir()),
+             "stare-images/im0001.ppm[.gz], labels-ah/im0001.ah.ppm[.gz] (or labels-vk/)",
+             _stare_pairs, "Hoover et al., Locating blood vessels in retinal images by piecewise threshold "
+             "probing of a matched filter response, IEEE TMI 19(3), 2000", annotators=("ah", "vk"), fov=False),
+    _Dataset("hrf", "HRF", "HRF (high-resolution fundus)", _has("images", "manual1"),
+             "images/01_dr.JPG, manual1/01_dr.tif, mask/01_dr_mask.tif",
+             _hrf_pairs, "Budai et al., Robust vessel segmentation in fundus images, Int. J. Biomed. "
+             "Imaging, 2013"),
+]
+
+
+def convert(dataset: _Dataset, args: argparse.Namespace) -> Report:
+    """Convert ``args.src`` (folder or zip) as ``dataset``; see the module docstring."""
+    name = args.name or dataset.default_name
+    with extracted(Path(args.src)) as base:
+        source = _Source(args.src, base)
+        root = _find_root(base, dataset.check, dataset.title, dataset.expected)
+        pairs = dataset.pairs(root, args)
+        if not pairs:
+            raise ConversionError(f"{source.show(root) if source.is_zip else root}: no {dataset.title} images "
+                                  f"found; expected {dataset.expected}")
+        spec = DatasetSpec(
+            dataset_id=args.id, name=name, channel_names=dict(CHANNEL_NAMES), labels=dict(LABELS),
+            file_ending=".png", reference=dataset.reference,
+            description=f"{dataset.title} retinal vessels, converted by nnunet-rc from {Path(args.src).name}. "
+                        "Images: RGB PNG (per-image z-score in nnU-Net). masksTr/masksTs: field-of-view "
+                        "masks (1 inside) for evaluation.")
+        return write_dataset(spec, [_make_case(p, source) for p in pairs], Path(args.out), args.overwrite)
+
+
+def _register(dataset: _Dataset) -> None:
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        if dataset.target:
+            parser.add_argument("--as-training", action="store_true",
+                                help="write the cases to imagesTr/labelsTr instead of imagesTs/labelsTs")
+        if dataset.annotators:
+            parser.add_argument("--annotator", choices=list(dataset.annotators), default=dataset.annotators[0],
+                                help=f"whose manual segmentation is the label (default {dataset.annotators[0]})")
+
+    split = ("training -> imagesTr/labelsTr, test -> imagesTs" if not dataset.target
+             else "all cases -> imagesTs/labelsTs (--as-training: imagesTr/labelsTr)")
+    register_converter(Converter(
+        name=dataset.name,
+        help=f"{dataset.title} retinal vessels: RGB PNG + vessel label {{0,1}}"
+             f"{' + FOV mask' if dataset.fov else ' (no FOV mask)'}; {split}",
+        run=lambda args: convert(dataset, args),
+        add_arguments=add_arguments,
+        example=f"nnunet-rc convert {dataset.name} ~/Downloads/{dataset.default_name} --id "
+                f"{110 + DATASETS.index(dataset)}"))
+
+
+for _d in DATASETS:
+    _register(_d)
