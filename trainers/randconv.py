@@ -1,0 +1,131 @@
+"""Random-convolution trainers: RandConv, Progressive RC, GIN, and RandConv with a consistency loss.
+
+Each trainer is a list of library augmentations (:mod:`nnunet_rc.augment.randconv`) applied by the
+family base in ``train_step`` (never in validation or inference). Hyper-parameters are class
+attributes; the named variants below change one of them.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import autocast
+
+from nnunetv2.utilities.helpers import dummy_context
+
+from nnunet_rc.augment import GIN, BatchAugmentation, ProgressiveRandConv, RandConv
+from nnunet_rc.losses import consistency_loss
+
+from .base import nnUNetTrainerDGBaseline
+
+__all__ = [
+    "nnUNetTrainerRandConv", "nnUNetTrainerRandConvK3", "nnUNetTrainerRandConvDepth1",
+    "nnUNetTrainerRandConvPerModality", "nnUNetTrainerRandConvMix", "nnUNetTrainerRandConvKeepBG",
+    "nnUNetTrainerProRandConv", "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL",
+]
+
+
+class nnUNetTrainerRandConv(nnUNetTrainerDGBaseline):
+    """Random Convolutions on every training batch (methods.md defaults)."""
+
+    rc_kernel_sizes: Optional[Tuple[int, ...]] = None  # None: {1,3,5,7} in 2D, {1,3,5} in 3D
+    rc_depths: Tuple[int, ...] = (1, 2, 3, 4)
+    rc_mix_channels: bool = True
+    rc_mix: bool = False
+    rc_p: float = 0.5
+    rc_keep_background: bool = False
+
+    def build_batch_augmentations(self) -> List[BatchAugmentation]:
+        return [RandConv(kernel_sizes=self.rc_kernel_sizes, depths=self.rc_depths, mix_channels=self.rc_mix_channels,
+                         mix=self.rc_mix, p=self.rc_p, keep_background=self.rc_keep_background)]
+
+
+class nnUNetTrainerRandConvK3(nnUNetTrainerRandConv):
+    """RandConv with 3-wide kernels only."""
+    rc_kernel_sizes = (3,)
+
+
+class nnUNetTrainerRandConvDepth1(nnUNetTrainerRandConv):
+    """RandConv with a single random layer."""
+    rc_depths = (1,)
+
+
+class nnUNetTrainerRandConvPerModality(nnUNetTrainerRandConv):
+    """RandConv with one kernel per modality (channels are not mixed)."""
+    rc_mix_channels = False
+
+
+class nnUNetTrainerRandConvMix(nnUNetTrainerRandConv):
+    """RandConv's mix variant: ``a·RC(x) + (1-a)·x``."""
+    rc_mix = True
+
+
+class nnUNetTrainerRandConvKeepBG(nnUNetTrainerRandConv):
+    """RandConv leaving the zero background (nonzero-mask normalization) untouched."""
+    rc_keep_background = True
+
+
+class nnUNetTrainerProRandConv(nnUNetTrainerDGBaseline):
+    """Progressive RC: one random block applied ``L ~ U{1..max_depth}`` times."""
+
+    prc_max_depth: int = 10
+    prc_mix_channels: bool = True
+    prc_p: float = 0.5
+
+    def build_batch_augmentations(self) -> List[BatchAugmentation]:
+        return [ProgressiveRandConv(max_depth=self.prc_max_depth, mix_channels=self.prc_mix_channels, p=self.prc_p)]
+
+
+class nnUNetTrainerGIN(nnUNetTrainerDGBaseline):
+    """GIN: random shallow non-linear CNN mixed with the input."""
+
+    gin_n_layers: int = 4
+    gin_hidden_channels: int = 2
+    gin_mix_channels: bool = True
+    gin_p: float = 0.5
+
+    def build_batch_augmentations(self) -> List[BatchAugmentation]:
+        return [GIN(n_layers=self.gin_n_layers, hidden_channels=self.gin_hidden_channels,
+                    mix_channels=self.gin_mix_channels, p=self.gin_p)]
+
+
+class nnUNetTrainerRandConvCL(nnUNetTrainerRandConv):
+    """RandConv plus consistency loss (methods.md): two views per sample in one forward pass.
+
+    View 1 is the clean batch, view 2 a RandConv view (``rc_p = 1``: always augmented). The loss is
+    nnU-Net's own loss on both views plus ``consistency_weight`` times
+    :func:`nnunet_rc.losses.consistency_loss` of the two views' highest-resolution outputs. The batch
+    seen by the network is twice nnU-Net's batch size. Autocast and grad scaler as in nnU-Net.
+    """
+
+    rc_p = 1.0
+    consistency_weight: float = 5.0
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        if isinstance(target, list):
+            target = [torch.cat((t, t)) for t in (i.to(self.device, non_blocking=True) for i in target)]
+        else:
+            target = torch.cat((target, target)).to(self.device, non_blocking=True)
+        data = torch.cat((data, self.augment_batch(data)))
+        n = batch["data"].shape[0]
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            output = self.network(data)
+            seg = self.loss(output, target)
+            top = output[0] if isinstance(output, (list, tuple)) else output
+            loss = seg + self.consistency_weight * consistency_loss(top[:n], top[n:])
+
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
