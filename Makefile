@@ -20,11 +20,15 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/nnunet-rc demo
 
+# Two workers (pytest-xdist); tests of one file stay on one worker, the preprocessed fixture datasets
+# are built once per session and shared.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 test-all: install
-	$(BIN)/python -m pytest -m "slow or not slow"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "slow or not slow"
 
 benchmark: install
 	$(BIN)/python benchmarks/augment_overhead.py
