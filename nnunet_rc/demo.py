@@ -219,7 +219,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     # 2. plan + preprocess
     t0 = step("plan_and_preprocess")
-    _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(did), "-c", "2d", "-np", "2"],
+    _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(did), "-c", "2d", "-np", "2", "-npfp", "2"],
          logs / "01_plan_and_preprocess.log", {**env, "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "2")})
     _write_split(out / "nnUNet_preprocessed" / bench.source_folder.name, num_train)
     cfg.timings["plan_and_preprocess"] = time.perf_counter() - t0

@@ -142,7 +142,7 @@ def nnunet_env(tmp_path_factory):
 
 
 def _plan_and_preprocess(dataset_id: int, configs) -> None:
-    run_cli(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", *configs, "-np", "1",
+    run_cli(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", *configs, "-np", "1", "-npfp", "1",
              "--verify_dataset_integrity"])
 
 

@@ -321,7 +321,7 @@ def test_atlases_pass_nnunet_verify_dataset_integrity(tmp_path, nnunet_env, caps
     assert _convert("atlases", tmp_path / "repo", "--id", 129) == 1          # exists, no --overwrite
     assert "--overwrite" in capsys.readouterr().out
     run_cli(["nnunet-rc", "convert", "atlases", tmp_path / "repo", "--id", 129, "--overwrite"])
-    run_cli(["nnUNetv2_plan_and_preprocess", "-d", 129, "-c", "3d_fullres", "-np", "1", "--verify_dataset_integrity"])
+    run_cli(["nnUNetv2_plan_and_preprocess", "-d", 129, "-c", "3d_fullres", "-np", "1", "-npfp", "1", "--verify_dataset_integrity"])
     pre = Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset129_FetalBrainAtlases"
     assert (pre / "nnUNetPlans.json").is_file()
     cases = {f.name.split(".")[0] for f in (pre / "nnUNetPlans_3d_fullres").iterdir() if not f.name.endswith(".pkl")}

@@ -335,7 +335,7 @@ def test_end_to_end_source_to_target(nnunet_env, tmp_path):
     target = raw / "Dataset131_MS_ISBI_target"
     assert json.loads((target / "dataset.json").read_text())["channel_names"] == {"0": "FLAIR", "1": "T1"}
 
-    run_cli(["nnUNetv2_plan_and_preprocess", "-d", 130, "-c", "3d_fullres", "-np", 1, "--verify_dataset_integrity"])
+    run_cli(["nnUNetv2_plan_and_preprocess", "-d", 130, "-c", "3d_fullres", "-np", 1, "-npfp", 1, "--verify_dataset_integrity"])
     run_cli(["nnUNetv2_train", 130, "3d_fullres", "all", "-tr", "nnUNetTrainerDGBaseline", "-device", "cpu"],
             env=short_schedule_env())
     pred = tmp_path / "pred"

@@ -277,7 +277,7 @@ def test_drive_to_iostar_end_to_end(nnunet_env, tmp_path, capsys):
     iostar = write_iostar(tmp_path / "iostar", w=56, h=52)
     assert convert(capsys, "drive", tmp_path / "drive", raw, 940)[0] == 0
     assert convert(capsys, "iostar", tmp_path / "iostar", raw, 941)[0] == 0
-    run_cli(["nnUNetv2_plan_and_preprocess", "-d", 940, "-c", "2d", "-np", 1, "--verify_dataset_integrity"])
+    run_cli(["nnUNetv2_plan_and_preprocess", "-d", 940, "-c", "2d", "-np", 1, "-npfp", 1, "--verify_dataset_integrity"])
     run_cli(["nnUNetv2_train", 940, "2d", "all", "-tr", "nnUNetTrainerDGBaseline", "-device", "cpu"],
             env=short_schedule_env())
     target = raw / "Dataset941_IOSTAR"
