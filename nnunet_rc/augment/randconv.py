@@ -72,6 +72,19 @@ def _crop_kernel(w: torch.Tensor, ndim: int, k: int) -> torch.Tensor:
     return w
 
 
+def repeat_per_sample(x: torch.Tensor, depth: torch.Tensor, step) -> torch.Tensor:
+    """Apply ``step(h, i)`` ``depth[b]`` times to sample ``b`` of ``x``, batched.
+
+    Runs ``max(depth)`` steps on the whole batch and keeps each sample's result at its own depth
+    (``torch.where``), so samples with different depths share one call per step.
+    """
+    view = (-1,) + (1,) * (x.ndim - 1)
+    out = x
+    for i in range(int(depth.max())):
+        out = torch.where((depth > i).view(view), step(out, i), out)
+    return out
+
+
 def _check_sizes(kernel_sizes: Sequence[int], what: str) -> tuple:
     ks = tuple(int(k) for k in kernel_sizes)
     if not ks or any(k < 1 or k % 2 == 0 for k in ks):
@@ -142,13 +155,9 @@ class RandConv(BatchAugmentation):
         depth = params["depth"]
         weight = _crop_kernel(params["weight"], d, k_used)
         groups = 1 if self.mix_channels else x.shape[1]
-        out = x
-        view = (-1,) + (1,) * (x.ndim - 1)
-        for layer in range(int(depth.max())):
-            nxt = grouped_random_conv(out, weight[:, layer], groups)
-            out = torch.where((depth > layer).view(view), nxt, out)
+        out = repeat_per_sample(x, depth, lambda h, layer: grouped_random_conv(h, weight[:, layer], groups))
         if self.mix:
-            a = params["alpha"].view(view)
+            a = params["alpha"].view((-1,) + (1,) * (x.ndim - 1))
             out = a * out + (1 - a) * x
         return out
 
@@ -216,12 +225,7 @@ class ProgressiveRandConv(BatchAugmentation):
         return torch.tanh(params["gamma"].view(shape) * y + params["beta"].view(shape))
 
     def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
-        depth = params["depth"]
-        view = (-1,) + (1,) * (x.ndim - 1)
-        out = x
-        for rep in range(int(depth.max())):
-            out = torch.where((depth > rep).view(view), self.block(out, params), out)
-        return out
+        return repeat_per_sample(x, params["depth"], lambda h, _: self.block(h, params))
 
     def extra_repr(self) -> str:
         return (f"max_depth={self.max_depth}, kernel_size={self.kernel_size}, sigma_g_min={self.sigma_g_min}, "
