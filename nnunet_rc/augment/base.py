@@ -68,7 +68,7 @@ def randint(low: int, high: int, shape: Sequence[int], generator: Optional[torch
 
 # --- statistics ---------------------------------------------------------------------------------------
 
-def _masked_mean_std(x: torch.Tensor, mask: Optional[torch.Tensor], eps: float = 1e-8):
+def _masked_mean_std(x: torch.Tensor, mask: Optional[torch.Tensor]):
     """Per-sample, per-channel mean and std of ``x`` (B, C, *S) over the spatial axes (inside ``mask``)."""
     dims = tuple(range(2, x.ndim))
     if mask is None:
