@@ -21,15 +21,50 @@ BIN = Path(sys.executable).parent
 #: Few iterations, one epoch: enough to exercise every step of nnUNetv2_train on CPU.
 SHORT_SCHEDULE = {"NNUNET_RC_EPOCHS": "1", "NNUNET_RC_ITERATIONS": "2", "NNUNET_RC_VAL_ITERATIONS": "1"}
 
+#: ``NNUNET_RC_TEST_DEVICE=cuda`` runs every real-CLI test on the GPU under nnU-Net's CUDA defaults
+#: (``torch.compile`` on, autocast + grad scaler): ``-device cpu`` becomes ``-device cuda``, training runs
+#: more iterations (:data:`CUDA_ITERATIONS`) and fails when dynamo recompiles more than
+#: :data:`MAX_RECOMPILES` times (a recompilation on every step would exceed it). Default: ``cpu``.
+TEST_DEVICE = os.environ.get("NNUNET_RC_TEST_DEVICE", "cpu")
+CUDA_ITERATIONS = 8
+MAX_RECOMPILES = 3
+
+
+def train_iterations(env: dict) -> int:
+    """Training iterations per epoch that :func:`run_cli` gives ``nnUNetv2_train`` under ``env``."""
+    return CUDA_ITERATIONS if TEST_DEVICE == "cuda" else int(env["NNUNET_RC_ITERATIONS"])
+
+
+def count_recompiles(stderr: str) -> int:
+    """Number of dynamo recompilations logged with ``TORCH_LOGS=recompiles`` (one ``Recompiling
+    function`` line each; a hit of the cache size limit counts as too many)."""
+    if "cache_size_limit" in stderr or "recompile_limit" in stderr:
+        return 10 ** 6
+    return stderr.count("Recompiling function")
+
 
 def run_cli(args, env=None, timeout=600, check=True) -> subprocess.CompletedProcess:
-    """Run a console command from this venv (``args[0]`` is looked up in the venv's bin folder)."""
+    """Run a console command from this venv (``args[0]`` is looked up in the venv's bin folder).
+
+    With ``NNUNET_RC_TEST_DEVICE=cuda`` a ``-device cpu`` argument is replaced by ``-device cuda`` and
+    ``nnUNetv2_train`` runs :data:`CUDA_ITERATIONS` iterations with dynamo's recompilation log checked."""
     exe = BIN / args[0]
     cmd = [str(exe) if exe.exists() else args[0], *map(str, args[1:])]
-    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, **(env or {})}
+    on_cuda = TEST_DEVICE == "cuda" and "-device" in cmd and cmd[cmd.index("-device") + 1] == "cpu"
+    if on_cuda:
+        cmd[cmd.index("-device") + 1] = "cuda"
+        if args[0] == "nnUNetv2_train":
+            env.update({"TORCH_LOGS": "recompiles", "NNUNET_RC_ITERATIONS": str(CUDA_ITERATIONS)})
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout ---\n"
                              f"{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+    if check and on_cuda and args[0] == "nnUNetv2_train":
+        n = count_recompiles(proc.stderr)
+        assert n <= MAX_RECOMPILES, (f"{' '.join(cmd)}: dynamo recompiled {n} times in {CUDA_ITERATIONS} "
+                                     f"iterations\n{proc.stderr[-6000:]}")
+        print(f"[cuda] {' '.join(cmd[1:])}: {n} recompilation(s)")
     return proc
 
 
@@ -129,6 +164,9 @@ def nnunet_env(tmp_path_factory):
         "nnUNet_compile": "f",
         "OMP_NUM_THREADS": "2",
     }
+    if TEST_DEVICE == "cuda":  # nnU-Net's CUDA default: compile on
+        del env["nnUNet_compile"]
+        os.environ.pop("nnUNet_compile", None)
     for k in ("raw", "preprocessed", "results"):
         (root / k).mkdir(exist_ok=True)
     old = {k: os.environ.get(k) for k in env}

@@ -1,6 +1,6 @@
 """RAS4DG trainers: composition, one in-process train step each (2d and 3d_fullres), checkpoint ->
 nnU-Net predictor round trip with RSD, and the real CLI (RAS4DG in the default suite, the full matrix
-under ``slow``)."""
+in ``test_cli_every_trainer.py``)."""
 from __future__ import annotations
 
 import contextlib
@@ -140,14 +140,3 @@ def _train_and_predict(dataset: dict, trainer: str, tmp_path: Path) -> None:
 
 def test_cli_train_and_predict_ras4dg_2d(preprocessed_2d, tmp_path):
     _train_and_predict(preprocessed_2d, "nnUNetTrainerRAS4DG", tmp_path)
-
-
-#: every trainer x {2d, 3d_fullres}, except RAS4DG/2d which the default suite runs above
-MATRIX = [(c.__name__, d) for d in ("preprocessed_2d", "preprocessed_3d") for c in GRID
-          if (c.__name__, d) != ("nnUNetTrainerRAS4DG", "preprocessed_2d")]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("trainer,dataset_name", MATRIX)
-def test_cli_matrix(trainer, dataset_name, request, tmp_path):
-    _train_and_predict(request.getfixturevalue(dataset_name), trainer, tmp_path)
