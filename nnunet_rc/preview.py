@@ -173,8 +173,22 @@ def augment_draws(image: np.ndarray, names: Sequence[str], n: int = 4, seed: int
     return out
 
 
-def render_grid(image: np.ndarray, draws: dict, out: Path, channel: int = 0, title: str = "") -> Path:
-    """Write the grid PNG: one row per augmentation, original then draws, shared grey scale."""
+def draw_scores(image: np.ndarray, draws: dict) -> dict:
+    """``{name: (n,) array}``: the structure score of every draw against ``image`` (see
+    :mod:`nnunet_rc.augment.structure`; ``< COLLAPSE_THRESHOLD`` = collapsed)."""
+    import torch
+
+    from nnunet_rc.augment.structure import structure_score
+
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    return {name: structure_score(x.repeat(d.shape[0], *([1] * image.ndim)), torch.from_numpy(d)).numpy()
+            for name, d in draws.items()}
+
+
+def render_grid(image: np.ndarray, draws: dict, out: Path, channel: int = 0, title: str = "",
+                scores: Optional[dict] = None) -> Path:
+    """Write the grid PNG: one row per augmentation, original then draws, shared grey scale; with
+    ``scores`` each draw is captioned with its structure score."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -192,6 +206,8 @@ def render_grid(image: np.ndarray, draws: dict, out: Path, channel: int = 0, tit
         for j in range(n):
             if j < d.shape[0]:
                 axes[r, j + 1].imshow(d[j, channel], cmap="gray", vmin=lo, vmax=hi)
+                if scores is not None:
+                    axes[r, j + 1].set_xlabel(f"structure {scores[name][j]:.2f}", fontsize=8)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -220,4 +236,13 @@ def preview(dataset: str, out: Path, case: Optional[str] = None, names: Optional
         raise PreviewError(f"--channel {channel}: case {case!r} has {image.shape[0]} channel(s)")
     names = list(names) if names else sorted(AUGMENTATIONS)
     draws = augment_draws(image, names, n=n, seed=seed)
-    return render_grid(image, draws, out, channel=channel, title=f"{folder.name} / {case} (channel {channel}, seed {seed})")
+    scores = draw_scores(image, draws)
+    from nnunet_rc.augment.structure import COLLAPSE_THRESHOLD
+
+    print(f"structure score per draw (edge-map correlation with the original, [-1, 1]; "
+          f"< {COLLAPSE_THRESHOLD} = collapsed):")
+    for name, sc in scores.items():
+        flag = "  COLLAPSED: " + str(int((sc < COLLAPSE_THRESHOLD).sum())) if (sc < COLLAPSE_THRESHOLD).any() else ""
+        print(f"  {name:<26} " + " ".join(f"{v:5.2f}" for v in sc) + flag)
+    return render_grid(image, draws, out, channel=channel, title=f"{folder.name} / {case} (channel {channel}, seed {seed})",
+                       scores=scores)

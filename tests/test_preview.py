@@ -54,12 +54,28 @@ def test_draws_are_reproducible_and_differ():
         augment_draws(image, ["NoSuchAug"])
 
 
+def test_draw_scores_are_one_for_an_untouched_draw_and_low_for_noise():
+    from nnunet_rc.preview import draw_scores
+
+    image = np.zeros((1, 32, 32), np.float32)
+    image[0, 8:24, 8:24] = 1
+    noise = np.random.default_rng(0).normal(size=(1, 1, 32, 32)).astype(np.float32)
+    scores = draw_scores(image, {"same": np.stack([image, -image]), "noise": noise})
+    np.testing.assert_allclose(scores["same"], [1, 1], atol=1e-5)
+    assert scores["noise"][0] < 0.3
+
+
 def test_cli_writes_grid(preprocessed_2d, tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert main(["preview", "--dataset", "901", "--case", "case000", "--out", str(out), "-n", "3",
                  "--augmentations", "RandConv,GIN", "--seed", "1"]) == 0
     w, h = Image.open(out).size
     assert w == 4 * 2 * 100 and 2 * 2 * 100 <= h <= 2 * 2 * 100 + 40  # 4 columns, 2 rows of 2-inch cells
+    printed = capsys.readouterr().out
+    assert "structure score per draw" in printed
+    rows = [line.split() for line in printed.splitlines() if line.strip().startswith(("RandConv ", "GIN "))]
+    assert [r[0] for r in rows] == ["RandConv", "GIN"] and all(len(r) >= 4 for r in rows)
+    assert all(-1 <= float(v) <= 1 for r in rows for v in r[1:4])
     out_all = tmp_path / "all.png"
     assert main(["preview", "--dataset", "901", "--out", str(out_all), "-n", "1"]) == 0
     w, h = Image.open(out_all).size

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_rc.augment import AUGMENTATIONS, GIN, ProgressiveRandConv, RandConv
+from nnunet_rc.augment import AUGMENTATIONS, GIN, ProgressiveRandConv, ProgressiveRandConvDeform, RandConv
 from nnunet_rc.augment.randconv import grouped_random_conv
 from nnunet_rc.losses import consistency_loss
 
-CLASSES = [RandConv, ProgressiveRandConv, GIN]
+CLASSES = [RandConv, ProgressiveRandConv, ProgressiveRandConvDeform, GIN]
 SHAPES = [(3, 2, 24, 20), (2, 3, 12, 10, 8)]
 
 
@@ -296,7 +296,8 @@ def test_consistency_loss_values():
 
 TRAINER_NAMES = ["nnUNetTrainerRandConv", "nnUNetTrainerRandConvK3", "nnUNetTrainerRandConvDepth1",
                  "nnUNetTrainerRandConvPerModality", "nnUNetTrainerRandConvMix", "nnUNetTrainerRandConvKeepBG",
-                 "nnUNetTrainerProRandConv", "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL"]
+                 "nnUNetTrainerProRandConv", "nnUNetTrainerProRandConvDeform", "nnUNetTrainerGIN",
+                 "nnUNetTrainerRandConvCL"]
 
 
 def _cls(name):
@@ -318,7 +319,7 @@ def _assert_same_target(a, b):
 
 #: the main trainers also run on the 2-channel 3D dataset; the one-attribute variants on 2D only
 MAIN_TRAINERS = ["nnUNetTrainerRandConv", "nnUNetTrainerRandConvPerModality", "nnUNetTrainerProRandConv",
-                 "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL"]
+                 "nnUNetTrainerProRandConvDeform", "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL"]
 
 
 @pytest.mark.parametrize("name, which", [(n, "preprocessed_2d") for n in TRAINER_NAMES]
@@ -410,13 +411,4 @@ def _train_and_predict(dataset, config, trainer, tmp_path):
 def test_cli_train_predict_randconv_3d(preprocessed_3d, tmp_path):
     _train_and_predict(preprocessed_3d, "3d_fullres", "nnUNetTrainerRandConv", tmp_path)
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("trainer", ["nnUNetTrainerRandConv", "nnUNetTrainerProRandConv", "nnUNetTrainerGIN",
-                                     "nnUNetTrainerRandConvCL", "nnUNetTrainerRandConvPerModality"])
-@pytest.mark.parametrize("which", ["preprocessed_2d", "preprocessed_3d"])
-def test_cli_train_predict_matrix(trainer, which, request, tmp_path):
-    dataset = request.getfixturevalue(which)
-    if trainer == "nnUNetTrainerRandConv" and which == "preprocessed_3d":
-        pytest.skip("in the default suite: test_cli_train_predict_randconv_3d")
-    _train_and_predict(dataset, dataset["config"], trainer, tmp_path)
+# the full trainer x configuration matrix through the CLI: test_cli_every_trainer.py (slow)

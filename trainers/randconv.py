@@ -21,7 +21,7 @@ from .base import nnUNetTrainerDGBaseline
 __all__ = [
     "nnUNetTrainerRandConv", "nnUNetTrainerRandConvK3", "nnUNetTrainerRandConvDepth1",
     "nnUNetTrainerRandConvPerModality", "nnUNetTrainerRandConvMix", "nnUNetTrainerRandConvKeepBG",
-    "nnUNetTrainerProRandConv", "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL",
+    "nnUNetTrainerProRandConv", "nnUNetTrainerProRandConvDeform", "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL",
 ]
 
 
@@ -71,9 +71,17 @@ class nnUNetTrainerProRandConv(nnUNetTrainerDGBaseline):
     prc_max_depth: int = 10
     prc_mix_channels: bool = True
     prc_p: float = 0.5
+    prc_deform_std: float = 0.0
 
     def build_batch_augmentations(self) -> List[BatchAugmentation]:
-        return [ProgressiveRandConv(max_depth=self.prc_max_depth, mix_channels=self.prc_mix_channels, p=self.prc_p)]
+        return [ProgressiveRandConv(max_depth=self.prc_max_depth, mix_channels=self.prc_mix_channels, p=self.prc_p,
+                                    deform_std=self.prc_deform_std)]
+
+
+class nnUNetTrainerProRandConvDeform(nnUNetTrainerProRandConv):
+    """Progressive RC with the paper's full block: random deformable offsets (σ_Δ = 0.3 voxels)."""
+
+    prc_deform_std: float = 0.3
 
 
 class nnUNetTrainerGIN(nnUNetTrainerDGBaseline):
