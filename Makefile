@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-all benchmark clean
+.PHONY: install demo test test-all benchmark epoch-time clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ test-all: install
 
 benchmark: install
 	$(BIN)/python benchmarks/augment_overhead.py
+
+# Epoch time of every trainer against the baseline through the real nnUNetv2_train (tiny CPU setting;
+# on a GPU: .venv/bin/python benchmarks/epoch_time.py --device cuda).
+epoch-time: install
+	$(BIN)/python benchmarks/epoch_time.py --device cpu --dims 2,3 --epochs 3 --iterations 3 --out epoch_time_out
 
 clean:
 	rm -rf $(VENV) build *.egg-info
