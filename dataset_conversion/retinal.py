@@ -19,7 +19,27 @@ distributed (folder, or the ``.zip``; see ``docs/datasets.md``) and writes, for 
   sees the whole image, as nnU-Net normally does, and predictions stay comparable across datasets); it
   is kept beside the labels as the *evaluation* mask, so vessel metrics are computed inside the FOV
   only, as the retinal literature reports them: ``nnunet-rc evaluate PRED labelsTs --mask masksTs``.
-  CHASE_DB1 and STARE ship no FOV mask: none is written (evaluation then covers the whole image).
+  CHASE_DB1 and STARE ship no FOV mask: one is derived from the image (see below).
+
+Scale (``--spacing fov``, the default): every dataset is written on ONE physical scale, so nnU-Net's own
+resampling shows a DRIVE model every target at DRIVE's scale. Rule: a fundus camera's field of view
+(FOV) is a known angle, so the retina spans ``FOV° × 0.288 mm/°`` (the usual ~288 µm per degree of the
+human eye) across the measured FOV diameter ``D`` (px, the horizontal extent of the case's FOV mask,
+which stays correct when the circle is clipped at the top and bottom, as in HRF):
+``spacing = FOV° · 0.288 / D`` mm per pixel. FOV angles from the dataset papers: DRIVE 45°, STARE 35°,
+CHASE_DB1 30°, HRF 45°, IOSTAR 45° (SLO), LES-AV 30° (its image 34 is 45°). Every 45° FOV then has the
+same size in pixels after resampling to DRIVE's plan spacing, and a 30° one two thirds of it (the same
+retina magnification). Images are written as one 2D NIfTI per channel (``CASE_0000/1/2.nii.gz`` = R, G,
+B, uint8) with that spacing, labels and FOV masks likewise; nnU-Net reads the spacing with
+``SimpleITKIO``, ``nnUNetv2_predict`` resamples each target to the source plan's spacing and writes the
+prediction back at the target's native size, where evaluation happens (inside the FOV).
+``--spacing native`` writes exactly the first release's output (one RGB PNG per case, spacing 1×1 in
+nnU-Net, every dataset at its native resolution) plus the derived FOV masks.
+
+FOV masks: shipped ones are used (``fov_mask`` = ``shipped`` in ``case_metadata.csv``); CHASE_DB1 and
+STARE ship none, so one is derived from the image (:func:`derive_fov_mask`: the brightest channel
+above 10 % of its 99th percentile (at least 10 grey levels), the largest connected component, holes
+filled; ``fov_mask`` = ``derived``) and used for the spacing and for evaluation like a shipped one.
 
 Splits: DRIVE ``training`` → ``imagesTr``/``labelsTr``; ``test`` → ``imagesTs`` (+ ``labelsTs`` when
 ``1st_manual`` is there; the current package has none: images only, no error). The targets have no
@@ -146,6 +166,50 @@ def _read_binary(path: Path, shown: str, what: str, size) -> Image.Image:
     return Image.fromarray(binarize(arr, where=f"{shown} ({what})"))
 
 
+# ---- scale and field of view -------------------------------------------------------------------------------
+
+#: field-of-view angle (degrees) of each dataset's camera; LES-AV's image 34 is the 45° exception
+FOV_DEGREES = {"drive": 45.0, "stare": 35.0, "chase": 30.0, "hrf": 45.0, "iostar": 45.0, "lesav": 30.0}
+FOV_DEGREES_BY_CASE = {("lesav", "34"): 45.0}
+#: retina covered per degree of visual angle (mm); only ratios matter for the harmonized scale
+MM_PER_DEGREE = 0.288
+SPACING_MODES = ("fov", "native")
+
+
+def derive_fov_mask(rgb: np.ndarray, where: str) -> np.ndarray:
+    """FOV mask ``(H, W)`` uint8 {0, 1} of a fundus photograph ``(H, W, 3)`` uint8: the brightest channel
+    above ``max(10, 0.1 · p99)``, its largest connected component, holes filled."""
+    from scipy import ndimage
+
+    bright = rgb.max(axis=-1).astype(np.float32)
+    fg = bright > max(10.0, 0.1 * float(np.percentile(bright, 99)))
+    lab, n = ndimage.label(fg)
+    if n == 0:
+        raise ConversionError(f"{where}: cannot derive a field-of-view mask (the image is dark everywhere)")
+    sizes = ndimage.sum(fg, lab, index=np.arange(1, n + 1))
+    return ndimage.binary_fill_holes(lab == 1 + int(np.argmax(sizes))).astype(np.uint8)
+
+
+def fov_diameter_px(mask: np.ndarray) -> int:
+    """Horizontal extent (px) of the FOV mask ``(H, W)``."""
+    cols = np.flatnonzero(np.asarray(mask).any(axis=0))
+    return int(cols[-1] - cols[0] + 1) if cols.size else 0
+
+
+def fov_spacing_mm(fov_degrees: float, diameter_px: int) -> float:
+    """Pixel spacing (mm) that puts a ``fov_degrees`` field of view of ``diameter_px`` pixels on the
+    common physical scale."""
+    return fov_degrees * MM_PER_DEGREE / diameter_px
+
+
+def _to_sitk(arr: np.ndarray, spacing: float):
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(arr, dtype=np.uint8))
+    img.SetSpacing((spacing, spacing))
+    return img
+
+
 # ---- one case --------------------------------------------------------------------------------------------
 
 @dataclass
@@ -177,7 +241,7 @@ class _Source:
             return str(path)
 
 
-def _make_case(pair: _Pair, source: _Source) -> Case:
+def _make_case(pair: _Pair, source: _Source, dataset: "_Dataset", spacing_mode: str) -> Case:
     shown_image = source.show(pair.image)
 
     def load() -> CaseData:
@@ -194,7 +258,23 @@ def _make_case(pair: _Pair, source: _Source) -> Case:
         if pair.mask is not None:
             mask = _read_binary(pair.mask, source.show(pair.mask), "FOV mask", image.size)
         meta = {"source_image": pair.image.relative_to(source.base).as_posix(), **pair.metadata}
-        return CaseData(images=[image], label=label, mask=mask, metadata=meta)
+        if mask is None and not dataset.fov:
+            mask = Image.fromarray(derive_fov_mask(np.asarray(image), shown_image))
+        if mask is not None:
+            meta["fov_mask"] = "shipped" if pair.mask is not None else "derived"
+        if spacing_mode == "native":
+            return CaseData(images=[image], label=label, mask=mask, metadata=meta)
+        if mask is None:
+            raise ConversionError(f"{shown_image}: no field-of-view mask to measure the scale from; use --spacing native")
+        fov = np.asarray(mask)
+        degrees = FOV_DEGREES_BY_CASE.get((dataset.name, pair.case_id), FOV_DEGREES[dataset.name])
+        diameter = fov_diameter_px(fov)
+        spacing = fov_spacing_mm(degrees, diameter)
+        meta.update({"fov_degrees": degrees, "fov_diameter_px": diameter, "spacing_mm": round(spacing, 6)})
+        rgb = np.asarray(image)
+        return CaseData(images=[_to_sitk(rgb[..., c], spacing) for c in range(3)],
+                        label=None if label is None else _to_sitk(np.asarray(label), spacing),
+                        mask=_to_sitk(fov, spacing), metadata=meta)
 
     return Case(case_id=pair.case_id, split=pair.split, load=load, source=shown_image)
 
@@ -374,13 +454,17 @@ def convert(dataset: _Dataset, args: argparse.Namespace) -> Report:
         if not pairs:
             raise ConversionError(f"{source.show(root) if source.is_zip else root}: no {dataset.title} images "
                                   f"found; expected {dataset.expected}")
+        mode = getattr(args, "spacing", "fov")
+        images = ("R, G, B as one 2D NIfTI per channel with the field-of-view-harmonized spacing "
+                  f"({MM_PER_DEGREE} mm per degree of FOV)") if mode == "fov" else "RGB PNG at native resolution"
         spec = DatasetSpec(
             dataset_id=args.id, name=name, channel_names=dict(CHANNEL_NAMES), labels=dict(LABELS),
-            file_ending=".png", reference=dataset.reference,
+            file_ending=".nii.gz" if mode == "fov" else ".png", reference=dataset.reference,
             description=f"{dataset.title} retinal vessels, converted by nnunet-rc from {Path(args.src).name}. "
-                        "Images: RGB PNG (per-image z-score in nnU-Net). masksTr/masksTs: field-of-view "
+                        f"Images: {images} (per-image z-score in nnU-Net). masksTr/masksTs: field-of-view "
                         "masks (1 inside) for evaluation.")
-        return write_dataset(spec, [_make_case(p, source) for p in pairs], Path(args.out), args.overwrite)
+        return write_dataset(spec, [_make_case(p, source, dataset, mode) for p in pairs], Path(args.out),
+                             args.overwrite)
 
 
 def _register(dataset: _Dataset) -> None:
@@ -388,6 +472,11 @@ def _register(dataset: _Dataset) -> None:
         if dataset.target:
             parser.add_argument("--as-training", action="store_true",
                                 help="write the cases to imagesTr/labelsTr instead of imagesTs/labelsTs")
+        parser.add_argument("--spacing", choices=list(SPACING_MODES), default="fov",
+                            help="fov (default): one physical scale for every retinal dataset, from the camera's "
+                                 "field-of-view angle and the measured FOV diameter, written as per-channel NIfTI so "
+                                 "nnU-Net resamples targets to the source's scale; native: RGB PNG at native "
+                                 "resolution (the first release's output)")
         if dataset.annotators:
             parser.add_argument("--annotator", choices=list(dataset.annotators), default=dataset.annotators[0],
                                 help=f"whose manual segmentation is the label (default {dataset.annotators[0]})")
@@ -396,8 +485,8 @@ def _register(dataset: _Dataset) -> None:
              else "all cases -> imagesTs/labelsTs (--as-training: imagesTr/labelsTr)")
     register_converter(Converter(
         name=dataset.name,
-        help=f"{dataset.title} retinal vessels: RGB PNG + vessel label {{0,1}}"
-             f"{' + FOV mask' if dataset.fov else ' (no FOV mask)'}; {split}",
+        help=f"{dataset.title} retinal vessels: RGB image + vessel label {{0,1}} + FOV mask"
+             f"{'' if dataset.fov else ' (derived from the image)'}, on a common physical scale; {split}",
         run=lambda args: convert(dataset, args),
         add_arguments=add_arguments,
         example=f"nnunet-rc convert {dataset.name} ~/Downloads/{dataset.default_name} --id "

@@ -129,12 +129,12 @@ def write_lesav_zip(path: Path, ids=("12", "34"), odd: str = "34", extra_entries
     return out
 
 
-def write_chase(root: Path, names=("Image_01L", "Image_01R")) -> dict:
+def write_chase(root: Path, names=("Image_01L", "Image_01R"), w: int = W, h: int = H) -> dict:
     """CHASE_DB1: one flat folder, JPEG images, PNG labels of two observers (2ndHO = 1stHO inverted)."""
     root.mkdir(parents=True, exist_ok=True)
     out = {}
     for k, name in enumerate(names):
-        rgb, vessel, fov = fundus(seed=300 + k)
+        rgb, vessel, fov = fundus(w, h, seed=300 + k)
         Image.fromarray(rgb).save(root / f"{name}.jpg", quality=90)
         Image.fromarray(vessel.astype(bool)).save(root / f"{name}_1stHO.png")
         Image.fromarray(((1 - vessel) * 255).astype(np.uint8)).save(root / f"{name}_2ndHO.png")
@@ -163,13 +163,13 @@ def write_stare(root: Path) -> dict:
     return out
 
 
-def write_hrf(root: Path) -> dict:
+def write_hrf(root: Path, w: int = W, h: int = H) -> dict:
     """HRF: ``images/01_dr.JPG`` and ``02_h.jpg``, ``manual1/*.tif`` (L {0,255}), ``mask/*_mask.tif`` (RGB)."""
     for s in ("images", "manual1", "mask"):
         (root / s).mkdir(parents=True, exist_ok=True)
     out = {}
     for k, (stem, ext) in enumerate((("01_dr", ".JPG"), ("02_h", ".jpg"))):
-        rgb, vessel, fov = fundus(seed=500 + k)
+        rgb, vessel, fov = fundus(w, h, seed=500 + k)
         Image.fromarray(rgb).save(root / "images" / f"{stem}{ext}", format="JPEG", quality=90)
         Image.fromarray((vessel * 255).astype(np.uint8)).save(root / "manual1" / f"{stem}.tif")
         Image.fromarray(np.repeat((fov * 255).astype(np.uint8)[..., None], 3, -1)).save(

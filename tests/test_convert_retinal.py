@@ -15,8 +15,11 @@ from retinal_fixtures import (H, IOSTAR_TOP, W, write_chase, write_drive, write_
                               write_lesav_zip, write_stare)
 
 
-def convert(capsys, name, src, out, dataset_id, *extra):
-    rc = main(["convert", name, str(src), "--id", str(dataset_id), "--out", str(out), *map(str, extra)])
+def convert(capsys, name, src, out, dataset_id, *extra, spacing="native"):
+    """Run the converter; ``spacing="native"`` (the first release's PNG output) unless asked otherwise, so
+    the pixel-exact checks below also pin that ``--spacing native`` reproduces it."""
+    rc = main(["convert", name, str(src), "--id", str(dataset_id), "--out", str(out), "--spacing", spacing,
+               *map(str, extra)])
     return rc, capsys.readouterr().out
 
 
@@ -25,8 +28,10 @@ def read(path: Path) -> np.ndarray:
         return np.asarray(im)
 
 
-def check_cases(folder: Path, split: str, expected: dict, labels=True, masks=True):
-    """Every expected case written exactly: RGB image pixels, {0,1} label, {0,1} FOV mask."""
+def check_cases(folder: Path, split: str, expected: dict, labels=True, masks=True, derived_masks=False):
+    """Every expected case written exactly: RGB image pixels, {0,1} label, {0,1} FOV mask (shipped: exact;
+    ``derived_masks``: derived from the image, equal to the true FOV up to 2 pixels at its boundary, marked in
+    the metadata)."""
     images = sorted(p.name for p in (folder / f"images{split}").iterdir())
     assert images == sorted(f"{c}_0000.png" for c in expected)
     for cid, (rgb, vessel, fov) in expected.items():
@@ -39,8 +44,18 @@ def check_cases(folder: Path, split: str, expected: dict, labels=True, masks=Tru
             np.testing.assert_array_equal(np.asarray(lab), vessel)
         if masks:
             np.testing.assert_array_equal(read(folder / f"masks{split}" / f"{cid}.png"), fov)
+        if derived_masks:
+            m = read(folder / f"masks{split}" / f"{cid}.png")
+            assert set(np.unique(m).tolist()) <= {0, 1}
+            from scipy import ndimage
+
+            band = ndimage.binary_dilation(fov, iterations=2) & ~ndimage.binary_erosion(fov, iterations=2)  # JPEG ringing
+            assert not ((m != fov) & ~band).any(), cid
     assert (folder / f"labels{split}").is_dir() == labels
-    assert (folder / f"masks{split}").is_dir() == masks
+    assert (folder / f"masks{split}").is_dir() == (masks or derived_masks)
+    if derived_masks:
+        meta = (folder / "case_metadata.csv").read_text()
+        assert "fov_mask" in meta and "derived" in meta and "shipped" not in meta
 
 
 def check_json(folder: Path, num_training: int):
@@ -116,7 +131,7 @@ def test_chase_jpg_png_and_annotator(tmp_path, capsys):
     rc, out = convert(capsys, "chase", tmp_path / "CHASEDB1", tmp_path / "raw", 113)
     assert rc == 0, out
     folder = only_dataset(tmp_path / "raw")
-    check_cases(folder, "Ts", expected, masks=False)
+    check_cases(folder, "Ts", expected, masks=False, derived_masks=True)
     rc, out = convert(capsys, "chase", tmp_path / "CHASEDB1", tmp_path / "raw", 113, "--annotator", "2ndHO",
                       "--overwrite")
     assert rc == 0, out
@@ -128,7 +143,7 @@ def test_stare_ppm_and_gz(tmp_path, capsys):
     expected = write_stare(tmp_path / "stare")
     rc, out = convert(capsys, "stare", tmp_path / "stare", tmp_path / "raw", 114, "--annotator", "vk")
     assert rc == 0, out
-    check_cases(only_dataset(tmp_path / "raw"), "Ts", expected, masks=False)
+    check_cases(only_dataset(tmp_path / "raw"), "Ts", expected, masks=False, derived_masks=True)
 
 
 def test_hrf_upper_and_lower_case_jpg(tmp_path, capsys):
@@ -275,8 +290,9 @@ def test_drive_to_iostar_end_to_end(nnunet_env, tmp_path, capsys):
     raw = Path(nnunet_env["nnUNet_raw"])
     write_drive(tmp_path / "drive", n_train=5, n_test=1, test_labels=False, w=48, h=48)
     iostar = write_iostar(tmp_path / "iostar", w=56, h=52)
-    assert convert(capsys, "drive", tmp_path / "drive", raw, 940)[0] == 0
-    assert convert(capsys, "iostar", tmp_path / "iostar", raw, 941)[0] == 0
+    # the default: every dataset on one physical scale (per-channel NIfTI with the FOV-derived spacing)
+    assert convert(capsys, "drive", tmp_path / "drive", raw, 940, spacing="fov")[0] == 0
+    assert convert(capsys, "iostar", tmp_path / "iostar", raw, 941, spacing="fov")[0] == 0
     run_cli(["nnUNetv2_plan_and_preprocess", "-d", 940, "-c", "2d", "-np", 1, "-npfp", 1, "--verify_dataset_integrity"])
     run_cli(["nnUNetv2_train", 940, "2d", "all", "-tr", "nnUNetTrainerDGBaseline", "-device", "cpu"],
             env=short_schedule_env())
@@ -284,9 +300,14 @@ def test_drive_to_iostar_end_to_end(nnunet_env, tmp_path, capsys):
     pred = tmp_path / "pred"
     run_cli(["nnUNetv2_predict", "-i", target / "imagesTs", "-o", pred, "-d", 940, "-c", "2d", "-f", "all",
              "-tr", "nnUNetTrainerDGBaseline", "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1])
-    for cid in iostar:
-        p = read(pred / f"{cid}.png")
+    import SimpleITK as sitk
+
+    for cid in iostar:  # predicted at DRIVE's scale, written back at the target's native size and spacing
+        pred_img = sitk.ReadImage(str(pred / f"{cid}.nii.gz"))
+        ref_img = sitk.ReadImage(str(target / "labelsTs" / f"{cid}.nii.gz"))
+        p = sitk.GetArrayFromImage(pred_img).squeeze()
         assert p.shape == (52, 56)
+        np.testing.assert_allclose(pred_img.GetSpacing()[:2], ref_img.GetSpacing()[:2], rtol=1e-5)
         assert set(np.unique(p).tolist()) <= {0, 1}
     from nnunet_rc.evaluation import evaluate_folder
 
@@ -295,3 +316,72 @@ def test_drive_to_iostar_end_to_end(nnunet_env, tmp_path, capsys):
     dice = result["foreground_mean"]["Dice"]
     assert 0.0 <= dice <= 1.0
     assert [c["case"] for c in result["per_case"]] == sorted(iostar)
+
+
+# ---- one physical scale: the targets at the source's scale after nnU-Net's own resampling -----------------
+
+def _fov_width_after_resampling_to(folder: Path, split: str, case: str, target_spacing) -> int:
+    """FOV width (px) of ``case``'s mask after nnU-Net's reader and its resampling to ``target_spacing``."""
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape, resample_data_or_seg_to_shape
+
+    seg, props = SimpleITKIO().read_seg(str(folder / f"masks{split}" / f"{case}.nii.gz"))
+    spacing = props["spacing"]
+    target_spacing = [spacing[0], *target_spacing[1:]]  # 2d: nnU-Net resamples the in-plane axes only
+    new_shape = compute_new_shape(seg.shape[1:], spacing, target_spacing)
+    res = resample_data_or_seg_to_shape(seg, new_shape, spacing, target_spacing, is_seg=True, order=1, order_z=0)
+    from nnunet_rc.dataset_conversion.retinal import fov_diameter_px
+
+    return fov_diameter_px(res[0, 0] > 0)
+
+
+def test_targets_meet_drive_s_field_of_view_size_after_nnunet_resampling(tmp_path, capsys):
+    """HRF (45°, 6x DRIVE's pixels) and IOSTAR (45°, SLO) fields of view within ±15 % of DRIVE's FOV width
+    after nnU-Net's resampling to DRIVE's spacing; CHASE (30°) at two thirds of it."""
+    import SimpleITK as sitk
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    write_drive(tmp_path / "drive", n_train=2, n_test=0, w=56, h=58)
+    write_hrf(tmp_path / "hrf", w=336, h=224)  # 6x DRIVE's width; the FOV spans the image width
+    write_iostar(tmp_path / "iostar", w=100, h=100)
+    write_chase(tmp_path / "chase", w=96, h=92)
+    raw = tmp_path / "raw"
+    for name, src, did in (("drive", "drive", 110), ("hrf", "hrf", 115), ("iostar", "iostar", 111),
+                           ("chase", "chase", 113)):
+        assert convert(capsys, name, tmp_path / src, raw, did, spacing="fov")[0] == 0
+    folders = {p.name.split("_")[0]: p for p in raw.iterdir()}
+    drive = folders["Dataset110"]
+    assert json.loads((drive / "dataset.json").read_text())["file_ending"] == ".nii.gz"
+    # nnU-Net's reader sees three channels and the recorded spacing (999x the largest on the fake z axis)
+    data, props = SimpleITKIO().read_images([str(drive / "imagesTr" / f"21_training_{c:04d}.nii.gz") for c in range(3)])
+    assert data.shape == (3, 1, 58, 56) and props["spacing"][0] == pytest.approx(999 * props["spacing"][1])
+    drive_spacing = props["spacing"]
+    assert drive_spacing[1] == pytest.approx(45 * 0.288 / 56, rel=1e-5)
+    drive_width = _fov_width_after_resampling_to(drive, "Tr", "21_training", drive_spacing)
+    assert drive_width == 56
+    for key, split, case in (("Dataset115", "Ts", "01_dr"), ("Dataset111", "Ts", "STAR_01_OSC")):
+        width = _fov_width_after_resampling_to(folders[key], split, case, drive_spacing)
+        assert abs(width - drive_width) <= 0.15 * drive_width, (key, width, drive_width)
+    chase = _fov_width_after_resampling_to(folders["Dataset113"], "Ts", "Image_01L", drive_spacing)
+    assert abs(chase - drive_width * 30 / 45) <= 0.15 * drive_width * 30 / 45
+    meta = (folders["Dataset113"] / "case_metadata.csv").read_text()
+    assert "derived" in meta and "spacing_mm" in meta and "fov_degrees" in meta
+    # the label keeps the image's geometry
+    lab = sitk.ReadImage(str(folders["Dataset115"] / "labelsTs" / "01_dr.nii.gz"))
+    img = sitk.ReadImage(str(folders["Dataset115"] / "imagesTs" / "01_dr_0000.nii.gz"))
+    assert lab.GetSpacing() == img.GetSpacing() and lab.GetSize() == img.GetSize()
+
+
+def test_derived_fov_mask_and_dark_image_error():
+    from nnunet_rc.dataset_conversion.retinal import ConversionError, derive_fov_mask
+    from retinal_fixtures import fundus
+
+    rgb, _, fov = fundus(80, 70, seed=3)
+    rgb = rgb.copy()
+    rgb[35, 40] = 0  # a dark pixel inside the FOV (a vessel) must not make a hole
+    rgb[0, 0] = 200  # a bright speck outside is not the largest component
+    mask = derive_fov_mask(rgb, "x")
+    assert mask[35, 40] == 1 and mask[0, 0] == 0
+    assert np.sum(mask != fov) <= 0.03 * fov.size
+    with pytest.raises(ConversionError, match="dark everywhere"):
+        derive_fov_mask(np.zeros((10, 10, 3), np.uint8), "case y")
