@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from conftest import run_cli
-from nnunet_rc.evaluation.benchmark import (BenchmarkError, _run, compare, comparison_table, load_config, resolve,
-                                            write_comparison)
+from nnunet_rc.evaluation.benchmark import (PROFILES, BenchmarkError, _run, apply_overrides, compare,
+                                            comparison_table, load_config, resolve, write_comparison)
+from nnunet_rc.evaluation.stats import case_values, fold_mean, paired_test
 
 
 def _fake_dataset(raw, dataset_id=950, name="Fake"):
@@ -72,10 +73,12 @@ def test_comparison_mean_std_over_folds_and_outputs(tmp_path):
     assert "0.6000 ± 0.1000" in comparison_table(comp)
     write_comparison(comp, tmp_path)
     rows = list(csv.reader(open(tmp_path / "comparison.csv")))
-    assert rows[0] == ["trainer", "src (in-domain)", "src (in-domain) std", "t1", "t1 std", "t2", "t2 std",
-                       "OOD mean", "OOD mean std"]
+    assert rows[0] == ["trainer"] + [f"{c}{x}" for c in ("src (in-domain)", "t1", "t2", "OOD mean")
+                                     for x in ("", " std", " delta", " p", " n_pairs")]
     assert [r[0] for r in rows[1:]] == ["nnUNetTrainerA", "nnUNetTrainerB"]
-    assert float(rows[1][3]) == pytest.approx(0.6)
+    assert float(rows[1][6]) == pytest.approx(0.6)
+    assert comp["baseline"] == "nnUNetTrainerA"  # the first trainer when the family baseline is absent
+    assert comp["rows"]["nnUNetTrainerB"]["t1"]["delta"] == pytest.approx(0.0)
     assert (tmp_path / "comparison.png").stat().st_size > 1000
     assert json.loads((tmp_path / "comparison.json").read_text())["rows"]["nnUNetTrainerB"]["t2"]["folds"] == [0.0, 0.4]
 
@@ -104,7 +107,7 @@ def test_benchmark_end_to_end_and_resume(preprocessed_2d, tmp_path):
     assert (tmp_path / "results" / preprocessed_2d["name"] / "nnUNetTrainerDGBaseline__nnUNetPlans__2d" / "fold_0"
             / "checkpoint_final.pth").is_file()
     rows = list(csv.reader(open(out / "comparison.csv")))
-    assert rows[0] == ["trainer", "self", "self std"]
+    assert rows[0] == ["trainer", "self", "self std", "self delta", "self p", "self n_pairs"]
     assert [r[0] for r in rows[1:]] == ["nnUNetTrainerDGBaseline"]
     assert 0.0 <= float(rows[1][1]) <= 1.0
     assert (out / "comparison.png").stat().st_size > 1000
@@ -116,9 +119,118 @@ def test_benchmark_end_to_end_and_resume(preprocessed_2d, tmp_path):
     assert list(csv.reader(open(out / "comparison.csv"))) == rows
 
 
-def test_example_config_is_valid_json_with_required_keys():
+# ---- statistics, profiles, overrides, shipped protocols ----------------------------------------------------
+
+def test_paired_wilcoxon_matches_scipy_and_handles_small_or_tied_samples():
+    from scipy.stats import wilcoxon
+
+    base = {f"c{i}": 0.5 + 0.01 * i for i in range(10)}
+    better = {c: v + 0.02 + 0.003 * (i % 3) for i, (c, v) in enumerate(base.items())}
+    res = paired_test(better, base)
+    diff = [better[c] - base[c] for c in sorted(base)]
+    assert res["n"] == 10 and res["mean_diff"] == pytest.approx(sum(diff) / 10)
+    assert res["p"] == pytest.approx(wilcoxon(diff).pvalue) and res["p"] < 0.01
+    assert paired_test(base, base)["p"] is None                     # every difference zero
+    small = {c: base[c] for c in list(base)[:5]}
+    assert paired_test({c: v + 0.1 for c, v in small.items()}, small)["p"] is None  # n < 6
+    nan = dict(better, c0=float("nan"))
+    assert paired_test(nan, base)["n"] == 9                          # non-finite cases are dropped
+
+
+def test_fold_mean_and_case_values():
+    per_case = [{"case": "a", "Dice_mean": 0.5, "HD95_vessel": 2.0}, {"case": "b", "Dice_mean": None,
+                                                                       "HD95_vessel": float("nan")}]
+    assert case_values(per_case, "Dice")["a"] == 0.5 and case_values(per_case, "Dice")["b"] != 0.5
+    assert case_values(per_case, "HD95")["a"] == 2.0
+    assert fold_mean([{"a": 0.4, "b": 0.1}, {"a": 0.6}]) == {"a": pytest.approx(0.5), "b": pytest.approx(0.1)}
+
+
+def test_comparison_reports_delta_and_p_against_the_baseline(tmp_path):
+    cases = [f"c{i}" for i in range(8)]
+
+    def res(dice_by_case):
+        pc = [{"case": c, "Dice_mean": d} for c, d in dice_by_case.items()]
+        return {"foreground_mean": {"Dice": sum(dice_by_case.values()) / len(pc)}, "groups": {}, "per_case": pc}
+
+    base = {c: 0.4 + 0.02 * i for i, c in enumerate(cases)}
+    rc = {c: v + 0.1 + 0.01 * (i % 2) for i, (c, v) in enumerate(base.items())}
+    plan = {"metric": "Dice", "folds": ["0", "1"], "trainers": ["nnUNetTrainerDGBaseline", "nnUNetTrainerRandConv"],
+            "baseline": "nnUNetTrainerDGBaseline", "profile_note": "cpu profile: SMOKE-SCALE comparison",
+            "targets": [{"name": "t1", "in_domain": False}]}
+    results = {"nnUNetTrainerDGBaseline": {"t1": {"0": res(base), "1": res(base)}},
+               "nnUNetTrainerRandConv": {"t1": {"0": res(rc), "1": res(rc)}}}
+    comp = compare(plan, results)
+    cell = comp["rows"]["nnUNetTrainerRandConv"]["t1"]
+    assert cell["delta"] == pytest.approx(0.105) and cell["test"]["n"] == 8 and cell["test"]["p"] < 0.05
+    table = comparison_table(comp)
+    assert "SMOKE-SCALE" in table and "(+0.1050, p=" in table and "Wilcoxon" in table
+    write_comparison(comp, tmp_path)
+    assert (tmp_path / "comparison_t1.png").stat().st_size > 1000
+    assert "SMOKE-SCALE" in (tmp_path / "comparison.csv").read_text().splitlines()[0]
+
+
+def test_profiles_and_command_line_overrides():
+    cfg = {"source": {"dataset": 110, "configuration": "2d"}, "trainers": ["nnUNetTrainerDGBaseline", "B"],
+           "grid_trainers": ["G1", "B"], "targets": [{"name": "x"}, {"name": "y"}], "folds": [0, 1, 2]}
+    cpu = apply_overrides(cfg, profile="cpu")
+    assert cpu["device"] == "cpu" and cpu["source"]["plans"] == "nnUNetPlans_cpu" and cpu["cpu_spacing_factor"] == 3.0
+    assert cpu["schedule"] == PROFILES["cpu"]["schedule"] and "SMOKE-SCALE" in cpu["profile_note"]
+    assert apply_overrides(cfg, profile="full")["schedule"] == {}
+    short = apply_overrides(cfg, profile="gpu-short")
+    assert short["schedule"]["epochs"] * short["schedule"]["iterations"] <= 30 * 250
+    assert "source" in cfg and "plans" not in cfg["source"]  # the input is not modified
+    o = apply_overrides(cfg, trainers=["nnUNetTrainerDGBaseline", "nnUNetTrainerRASS"], targets=["y"], folds=2)
+    assert o["trainers"] == ["nnUNetTrainerDGBaseline", "nnUNetTrainerRASS"] and [t["name"] for t in o["targets"]] == ["y"]
+    assert o["folds"] == [0, 1]
+    assert apply_overrides(cfg, grid=True)["trainers"] == ["nnUNetTrainerDGBaseline", "B", "G1"]
+    with pytest.raises(BenchmarkError, match="unknown profile"):
+        apply_overrides(cfg, profile="fast")
+    with pytest.raises(BenchmarkError, match="not in the config"):
+        apply_overrides(cfg, targets=["z"])
+
+
+def test_paths_from_env_vars_and_dataset_relative_masks(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    _fake_dataset(raw)
+    target = _fake_dataset(raw, 951, "Site")
+    (target / "masksTs").mkdir()
+    monkeypatch.setenv("nnUNet_raw", str(raw))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    plan = resolve({"source": {"dataset": 950, "configuration": "2d"}, "trainers": ["T"], "_base": str(tmp_path),
+                    "targets": [{"name": "site", "dataset": 951, "mask": "masksTs"},
+                                {"name": "env", "images": "$nnUNet_raw/Dataset951_Site/imagesTs",
+                                 "labels": "${nnUNet_raw}/Dataset951_Site/labelsTs"}]})
+    assert plan["targets"][0]["mask"] == str(target / "masksTs")
+    assert plan["targets"][1]["images"] == str(target / "imagesTs")
+    assert plan["folds"] == ["0", "1", "2"]  # three folds by default
+
+
+@pytest.mark.parametrize("name", ["retinal.json", "fetal_feta.json", "fetal_atlas_groups.json", "ms.json"])
+def test_shipped_protocols_resolve_on_datasets_with_the_readme_ids(name, tmp_path, monkeypatch):
+    """Every protocol in benchmarks/configs resolves against datasets with the README's ids (the user edits
+    nothing but ids); every trainer it names exists."""
     from pathlib import Path
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "example_benchmark.json")
-    assert {"source", "trainers", "targets", "folds", "schedule"} <= set(cfg)
-    assert cfg["source"]["test"] and all("name" in t for t in cfg["targets"])
+    from nnunet_rc import trainers
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / name)
+    raw = tmp_path / "raw"
+    ids = {cfg["source"]["dataset"]} | {t["dataset"] for t in cfg["targets"] if "dataset" in t}
+    if cfg["source"].get("test", {}).get("dataset") is not None:
+        ids.add(cfg["source"]["test"]["dataset"])
+    for i in ids:
+        folder = _fake_dataset(raw, int(i), f"D{i}")
+        for sub in ("masksTs", "masksTr"):
+            (folder / sub).mkdir()
+        (folder / "groups.csv").write_text("case,group\n")
+    monkeypatch.setenv("nnUNet_raw", str(raw))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    plan = resolve(cfg)
+    assert len(plan["folds"]) == 3 and plan["baseline"] == "nnUNetTrainerDGBaseline"
+    for t in list(cfg["trainers"]) + list(cfg.get("grid_trainers", [])):
+        assert t in trainers.__all__, t
+    for core in ("nnUNetTrainerRandConv", "nnUNetTrainerProRandConv", "nnUNetTrainerGIN", "nnUNetTrainerRASS",
+                 "nnUNetTrainerRAS4DG"):
+        assert core in cfg["trainers"]
+    assert any(t["in_domain"] for t in plan["targets"]) == bool(cfg["source"].get("test"))
+    assert sum(not t["in_domain"] for t in plan["targets"]) >= 1

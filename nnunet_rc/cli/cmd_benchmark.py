@@ -7,18 +7,28 @@ HELP = "train/predict/evaluate trainers x targets from a JSON/TOML config and wr
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="benchmark config (.json or .toml), "
-                                                        "see benchmarks/configs/example_benchmark.json")
+                                                        "see benchmarks/configs/retinal.json")
     parser.add_argument("--out", default=None, help="output folder (overrides the config's 'output')")
+    parser.add_argument("--profile", choices=["full", "gpu-short", "cpu"], default=None,
+                        help="schedule profile: full (nnU-Net's), gpu-short, or cpu (a coarser plan, smoke scale)")
+    parser.add_argument("--trainers", default=None, help="comma-separated trainers (replaces the config's list)")
+    parser.add_argument("--targets", default=None, help="comma-separated target names (a subset of the config's)")
+    parser.add_argument("--folds", type=int, default=None, help="number of folds (seeds) per trainer: folds 0..N-1")
+    parser.add_argument("--grid", action="store_true", help="add the config's grid_trainers (RAS4DG Table 2 grid)")
 
 
 def run(args) -> int:
     import sys
 
-    from nnunet_rc.evaluation.benchmark import BenchmarkError, comparison_table, load_config, run_benchmark
+    from nnunet_rc.evaluation.benchmark import (BenchmarkError, apply_overrides, comparison_table, load_config,
+                                                run_benchmark)
     from nnunet_rc.evaluation.evaluate import EvaluationError
 
     try:
         cfg = load_config(args.config)
+        split = lambda v: [x for x in v.split(",") if x] if v else None
+        cfg = apply_overrides(cfg, profile=args.profile, trainers=split(args.trainers), targets=split(args.targets),
+                              folds=args.folds, grid=args.grid)
         if args.out:
             import os
             cfg["output"] = os.path.abspath(args.out)
@@ -31,5 +41,5 @@ def run(args) -> int:
           f"predicted {len(a['predicted'])} (skipped {len(a['predict_skipped'])} complete)")
     print(comparison_table(res["comparison"]))
     out = res["plan"]["output"]
-    print(f"wrote {out}/comparison.csv, comparison.json, comparison.png; logs in {out}/logs")
+    print(f"wrote {out}/comparison.csv, comparison.json, comparison.png, comparison_<target>.png; logs in {out}/logs")
     return 0

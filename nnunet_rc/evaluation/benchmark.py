@@ -18,6 +18,17 @@ the config file::
       "metric": "Dice"                                                 # Dice | HD95
     }
 
+Profiles (``--profile``, or ``"profile"`` in the config; see :data:`PROFILES`): ``full`` (nnU-Net's
+schedule), ``gpu-short`` (a short GPU schedule) and ``cpu`` (a coarser plan, ``nnUNetPlans_cpu``, made
+with nnU-Net's own planner at ``cpu_spacing_factor`` × the source's spacing, preprocessed by
+``nnUNetv2_preprocess``; a short schedule on ``-device cpu``; a smoke-scale comparison and every table
+says so). Paths may use environment variables (``$nnUNet_raw/...``); a target given by ``dataset`` id
+takes ``mask`` / ``groups`` relative to its dataset folder (``"mask": "masksTs"``).
+
+Statistics: ``folds`` (default 3) runs per trainer; per target the mean ± std over folds, the difference
+to the baseline (``baseline``, default ``nnUNetTrainerDGBaseline`` or the first trainer) and the p-value
+of a paired per-case Wilcoxon signed-rank test (:mod:`.stats`: each case averaged over folds first).
+
 Resuming: a fold with ``checkpoint_final.pth`` is trained; a prediction folder holding a file for
 every input case is predicted; both are skipped. Evaluation always reruns (cheap). Every command's
 stdout/stderr goes to ``<output>/logs/<step>.log``; a failing command raises :class:`BenchmarkError`
@@ -37,7 +48,24 @@ from typing import Dict, List
 
 import numpy as np
 
+from .stats import case_values, fold_mean, paired_test
+
 IN_DOMAIN_SUFFIX = " (in-domain)"
+BASELINE = "nnUNetTrainerDGBaseline"
+
+#: schedule profiles. ``gpu-short``: 30 epochs x 250 iterations; measured on an H100 a 3d_fullres
+#: iteration (128³, batch 2, compile + AMP) takes about 50 ms, so ~7 min of training plus compilation and
+#: final validation per trainer and fold. ``cpu``: a plan at 3x the source's spacing (nnU-Net plans a
+#: smaller patch and network for it) and 8 epochs x 20 iterations on the CPU: a smoke-scale comparison
+#: (real DRIVE at 3x spacing: 224x192 patches, batch 2, ~1 s per iteration on 2 cores, ~3 min per training).
+PROFILES = {
+    "full": {"schedule": {}, "note": "full profile: nnU-Net's schedule (1000 epochs x 250 iterations)"},
+    "gpu-short": {"schedule": {"epochs": 30, "iterations": 250, "val_iterations": 20},
+                  "note": "gpu-short profile: 30 epochs x 250 iterations"},
+    "cpu": {"schedule": {"epochs": 8, "iterations": 20, "val_iterations": 2}, "device": "cpu",
+            "plans": "nnUNetPlans_cpu", "cpu_spacing_factor": 3.0,
+            "note": "cpu profile: SMOKE-SCALE comparison (plan at 3x spacing, 8 epochs x 20 iterations on CPU)"},
+}
 
 
 class BenchmarkError(RuntimeError):
@@ -60,6 +88,40 @@ def load_config(path) -> dict:
     return cfg
 
 
+def apply_overrides(cfg: dict, profile: str = None, trainers=None, targets=None, folds=None,
+                    grid: bool = False) -> dict:
+    """Return a copy of ``cfg`` with a profile (:data:`PROFILES`) and command-line overrides applied:
+    ``trainers`` / ``targets`` (names, subset or new list), ``folds`` (a count ``n`` -> folds 0..n-1, or a
+    list), ``grid`` (add the config's ``grid_trainers``, the RAS4DG Table 2 ablation grid)."""
+    cfg = json.loads(json.dumps(cfg))
+    if grid:
+        cfg["trainers"] = list(cfg.get("trainers", [])) + [t for t in cfg.get("grid_trainers", [])
+                                                           if t not in cfg.get("trainers", [])]
+    profile = profile or cfg.get("profile")
+    if profile is not None:
+        if profile not in PROFILES:
+            raise BenchmarkError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+        prof = PROFILES[profile]
+        cfg["profile"], cfg["profile_note"] = profile, prof["note"]
+        cfg["schedule"] = dict(prof["schedule"])
+        if "device" in prof:
+            cfg["device"] = prof["device"]
+        if "plans" in prof:
+            cfg.setdefault("source", {})["plans"] = prof["plans"]
+            cfg["cpu_spacing_factor"] = prof["cpu_spacing_factor"]
+    if trainers:
+        cfg["trainers"] = list(trainers)
+    if targets:
+        known = [t.get("name") for t in cfg.get("targets", [])]
+        missing = [t for t in targets if t not in known]
+        if missing:
+            raise BenchmarkError(f"--targets {missing}: not in the config's targets {known}")
+        cfg["targets"] = [t for t in cfg["targets"] if t.get("name") in targets]
+    if folds is not None:
+        cfg["folds"] = list(range(int(folds))) if isinstance(folds, int) else list(folds)
+    return cfg
+
+
 def _raw_dataset_folder(dataset) -> Path:
     raw = os.environ.get("nnUNet_raw")
     if not raw:
@@ -78,7 +140,18 @@ def _raw_dataset_folder(dataset) -> Path:
 def resolve(cfg: dict) -> dict:
     """Validate ``cfg`` and fill defaults; returns a plan with absolute paths."""
     base = Path(cfg.get("_base", "."))
-    p = lambda v: None if v is None else str((base / v).resolve()) if not os.path.isabs(str(v)) else str(v)
+
+    def p(v, rel=None):
+        """Absolute path: env vars expanded; relative to ``rel`` (a dataset folder) when it exists there,
+        else to the config's folder."""
+        if v is None:
+            return None
+        v = os.path.expandvars(str(v))
+        if os.path.isabs(v):
+            return v
+        if rel is not None and (Path(rel) / v).exists():
+            return str((Path(rel) / v).resolve())
+        return str((base / v).resolve())
     try:
         src = cfg["source"]
         dataset = src["dataset"]
@@ -99,6 +172,7 @@ def resolve(cfg: dict) -> dict:
     for t in raw_targets:
         if "name" not in t:
             raise BenchmarkError(f"config: every target needs a 'name' ({t})")
+        folder = None
         if "dataset" in t:
             folder = _raw_dataset_folder(t["dataset"])
             split = t.get("split", "Ts")
@@ -112,8 +186,8 @@ def resolve(cfg: dict) -> dict:
         for what, d in (("images", images), ("labels", labels)):
             if not Path(d).is_dir():
                 raise BenchmarkError(f"target {t['name']}: {what} folder {d} does not exist")
-        targets.append({"name": t["name"], "images": images, "labels": labels, "groups": p(t.get("groups")),
-                        "mask": p(t.get("mask")), "dataset_json": p(t.get("dataset_json")) or tdj
+        targets.append({"name": t["name"], "images": images, "labels": labels, "groups": p(t.get("groups"), folder),
+                        "mask": p(t.get("mask"), folder), "dataset_json": p(t.get("dataset_json")) or tdj
                         or str(src_raw / "dataset.json"), "in_domain": bool(t.get("in_domain", False)),
                         "lesion": bool(t.get("lesion", False)), "min_lesion_size": int(t.get("min_lesion_size", 0)),
                         "lesion_overlap": float(t.get("lesion_overlap", 0.0))})
@@ -138,10 +212,15 @@ def resolve(cfg: dict) -> dict:
     metric = cfg.get("metric", "Dice")
     if metric not in ("Dice", "HD95"):
         raise BenchmarkError(f"config: metric must be Dice or HD95, got {metric}")
+    baseline = cfg.get("baseline") or (BASELINE if BASELINE in trainers else trainers[0])
+    if baseline not in trainers:
+        raise BenchmarkError(f"config: baseline {baseline} is not among the trainers {trainers}")
     return {"dataset": str(dataset), "dataset_name": src_raw.name, "configuration": configuration,
-            "plans": src.get("plans", "nnUNetPlans"), "trainers": trainers,
-            "folds": [str(f) for f in cfg.get("folds", [0])], "targets": targets, "env": env,
+            "plans": src.get("plans", "nnUNetPlans"), "trainers": trainers, "baseline": baseline,
+            "folds": [str(f) for f in cfg.get("folds", [0, 1, 2])], "targets": targets, "env": env,
             "device": cfg.get("device", "cuda"), "file_ending": ending, "metric": metric,
+            "profile": cfg.get("profile"), "profile_note": cfg.get("profile_note", ""),
+            "cpu_spacing_factor": cfg.get("cpu_spacing_factor"),
             "output": p(cfg.get("output")) or str(Path(base) / "benchmark_out"), "results": results}
 
 
@@ -159,6 +238,35 @@ def _run(cmd: List[str], log: Path, env: dict) -> None:
     if rc != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         raise BenchmarkError(f"command failed (exit {rc}): {' '.join(full)}\nlog: {log}\n--- last lines ---\n{tail}")
+
+
+def ensure_coarse_plans(plan: dict, logs: Path, env: dict) -> None:
+    """Create and preprocess ``plan["plans"]`` (the cpu profile's coarser plan) unless it exists: nnU-Net's
+    default planner with ``-overwrite_target_spacing`` = ``cpu_spacing_factor`` × the default plan's
+    spacing of the configuration (for ``2d`` the slice axis is kept), then ``nnUNetv2_preprocess``."""
+    pre = os.environ.get("nnUNet_preprocessed")
+    if not pre:
+        raise BenchmarkError("nnUNet_preprocessed is not set (needed for the cpu profile's plan)")
+    folder = Path(pre) / plan["dataset_name"]
+    ident = plan["plans"]
+    if (folder / f"{ident}.json").is_file() and (folder / f"{ident}_{plan['configuration']}").is_dir():
+        return
+    if not (folder / "nnUNetPlans.json").is_file():
+        _run(["nnUNetv2_plan_and_preprocess", "-d", plan["dataset"], "-c", plan["configuration"], "--no_pp",
+              "-npfp", "1"], logs / "plan_default.log", env)
+    default = json.loads((folder / "nnUNetPlans.json").read_text())
+    cfgs = default["configurations"]
+    if plan["configuration"] not in cfgs:
+        raise BenchmarkError(f"{folder}/nnUNetPlans.json has no configuration {plan['configuration']}")
+    f = float(plan["cpu_spacing_factor"])
+    sp = [float(v) * f for v in cfgs[plan["configuration"]]["spacing"]]
+    if len(sp) == 2:  # 2d: keep the slice axis of the (3-axis) full-resolution spacing
+        sp = [float(default["original_median_spacing_after_transp"][0])] + sp
+        sp = [sp[i] for i in default["transpose_backward"]]
+    _run(["nnUNetv2_plan_experiment", "-d", plan["dataset"], "-overwrite_target_spacing", *map(str, sp),
+          "-overwrite_plans_name", ident], logs / f"plan_{ident}.log", env)
+    _run(["nnUNetv2_preprocess", "-d", plan["dataset"], "-plans_name", ident, "-c", plan["configuration"],
+          "-np", "1"], logs / f"preprocess_{ident}.log", env)
 
 
 def _case_ids(images: str, ending: str) -> List[str]:
@@ -180,6 +288,8 @@ def run_benchmark(config, progress: bool = True) -> dict:
     env = plan["env"]
     actions = {"trained": [], "train_skipped": [], "predicted": [], "predict_skipped": []}
 
+    if plan["cpu_spacing_factor"]:
+        ensure_coarse_plans(plan, logs, env)
     train_dir = lambda tr, f: (Path(plan["results"]) / plan["dataset_name"] /
                                f"{tr}__{plan['plans']}__{plan['configuration']}" / f"fold_{f}")
     jobs = [(tr, f) for tr in plan["trainers"] for f in plan["folds"]]
@@ -241,14 +351,31 @@ def compare(plan: dict, results: dict) -> dict:
                                "std": float(np.std(per_fold)) if per_fold else None, "folds": per_fold, "groups": {}}
         rows[tr] = row
     columns = cols + (["OOD mean"] if rows and "OOD mean" in next(iter(rows.values())) else [])
+    baseline = plan.get("baseline") or plan["trainers"][0]
+    per_case = {tr: {c: fold_mean([case_values(results[tr][c][f].get("per_case", []), metric) for f in plan["folds"]])
+                     for c in cols} for tr in plan["trainers"]}
+    for tr, row in rows.items():
+        for c in columns:
+            b = rows[baseline][c]["mean"]
+            row[c]["delta"] = None if tr == baseline or b is None or row[c]["mean"] is None else row[c]["mean"] - b
+            row[c]["test"] = paired_test(per_case[tr][c], per_case[baseline][c]) if tr != baseline and c in cols \
+                else None
     return {"metric": metric, "columns": columns, "in_domain": [t["name"] for t in plan["targets"] if t["in_domain"]],
-            "folds": plan["folds"], "rows": rows}
+            "folds": plan["folds"], "rows": rows, "baseline": baseline, "per_case": per_case,
+            "profile": plan.get("profile"), "profile_note": plan.get("profile_note", "")}
 
 
 def _cell(c: dict) -> str:
     if c["mean"] is None:
         return "-"
-    return f"{c['mean']:.4f} ± {c['std']:.4f}" if len(c["folds"]) > 1 else f"{c['mean']:.4f}"
+    text = f"{c['mean']:.4f} ± {c['std']:.4f}" if len(c["folds"]) > 1 else f"{c['mean']:.4f}"
+    if c.get("delta") is not None:
+        text += f" ({c['delta']:+.4f}"
+        test = c.get("test")
+        if test is not None:
+            text += f", p={test['p']:.3g}" if test["p"] is not None else ", p n/a"
+        text += ")"
+    return text
 
 
 def comparison_table(comparison: dict) -> str:
@@ -256,7 +383,9 @@ def comparison_table(comparison: dict) -> str:
 
     header = ["trainer"] + comparison["columns"]
     rows = [[tr] + [_cell(r[c]) for c in comparison["columns"]] for tr, r in comparison["rows"].items()]
-    return (f"{comparison['metric']} (foreground mean; mean ± std over folds {', '.join(comparison['folds'])})\n"
+    note = f"{comparison['profile_note']}\n" if comparison.get("profile_note") else ""
+    return (note + f"{comparison['metric']} (foreground mean; mean ± std over folds {', '.join(comparison['folds'])}; "
+            f"(Δ vs {comparison.get('baseline')}, p = paired per-case Wilcoxon signed-rank))\n"
             + format_table(rows, header))
 
 
@@ -269,11 +398,55 @@ def write_comparison(comparison: dict, out: Path) -> None:
     (out / "comparison.json").write_text(json.dumps(_json_safe(comparison), indent=2))
     with open(out / "comparison.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["trainer"] + [x for c in comparison["columns"] for x in (c, f"{c} std")])
+        if comparison.get("profile_note"):
+            w.writerow([f"# {comparison['profile_note']}"])
+        w.writerow(["trainer"] + [x for c in comparison["columns"]
+                                  for x in (c, f"{c} std", f"{c} delta", f"{c} p", f"{c} n_pairs")])
         for tr, r in comparison["rows"].items():
-            w.writerow([tr] + [("" if v is None else f"{v:.6f}") for c in comparison["columns"]
-                               for v in (r[c]["mean"], r[c]["std"])])
+            vals = []
+            for c in comparison["columns"]:
+                test = r[c].get("test") or {}
+                vals += [r[c]["mean"], r[c]["std"], r[c].get("delta"), test.get("p"), test.get("n")]
+            w.writerow([tr] + ["" if v is None else (str(v) if isinstance(v, int) else f"{v:.6g}") for v in vals])
     plot_comparison(comparison, out / "comparison.png")
+    plot_per_target(comparison, out)
+
+
+def plot_per_target(comparison: dict, out: Path) -> List[Path]:
+    """One PNG per target, ``comparison_<target>.png``: every case's metric (averaged over folds) with the
+    baseline on x and each other trainer on y (one panel per trainer; above the diagonal = better)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = comparison.get("baseline")
+    others = [t for t in comparison["rows"] if t != base]
+    paths = []
+    for target, by_trainer in ((c, {t: comparison["per_case"][t][c] for t in comparison["rows"]})
+                               for c in comparison["columns"] if c in comparison["per_case"].get(base, {})):
+        if not others:
+            break
+        fig, axes = plt.subplots(1, len(others), figsize=(3.2 * len(others), 3.3), squeeze=False)
+        for ax, tr in zip(axes[0], others):
+            cases = sorted(set(by_trainer[tr]) & set(by_trainer[base]))
+            x = [by_trainer[base][c] for c in cases]
+            y = [by_trainer[tr][c] for c in cases]
+            ax.scatter(x, y, s=12)
+            finite = [v for v in x + y if math.isfinite(v)]
+            lo, hi = (min(finite), max(finite)) if finite else (0, 1)
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            test = comparison["rows"][tr][target].get("test") or {}
+            p = test.get("p")
+            ax.set_title(f"{tr.replace('nnUNetTrainer', '')}\np={'n/a' if p is None else f'{p:.3g}'}", fontsize=8)
+            ax.set_xlabel(f"{base.replace('nnUNetTrainer', '')} {comparison['metric']}", fontsize=8)
+            ax.set_ylabel(comparison["metric"], fontsize=8)
+        fig.suptitle(target + (f" ({comparison['profile_note']})" if comparison.get("profile_note") else ""), fontsize=8)
+        fig.tight_layout()
+        path = out / f"comparison_{''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in target)}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
 
 
 def plot_comparison(comparison: dict, path: Path) -> None:
