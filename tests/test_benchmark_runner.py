@@ -189,6 +189,16 @@ def test_profiles_and_command_line_overrides():
         apply_overrides(cfg, targets=["z"])
 
 
+def test_a_profile_named_in_the_config_file_is_applied(tmp_path):
+    """``"profile": ...`` inside a config takes effect without ``--profile`` (checked before any command runs)."""
+    from nnunet_rc.evaluation.benchmark import run_benchmark
+
+    cfg = {"source": {"dataset": 110, "configuration": "2d"}, "trainers": ["nnUNetTrainerDGBaseline"],
+           "targets": [], "profile": "fast", "output": str(tmp_path / "out")}
+    with pytest.raises(BenchmarkError, match="unknown profile 'fast'"):
+        run_benchmark(cfg, progress=False)
+
+
 def test_paths_from_env_vars_and_dataset_relative_masks(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     _fake_dataset(raw)

@@ -282,6 +282,8 @@ def run_benchmark(config, progress: bool = True) -> dict:
     from .evaluate import evaluate_folder
 
     cfg = load_config(config) if not isinstance(config, dict) else config
+    if cfg.get("profile") and not cfg.get("profile_note"):  # a profile named in the config itself
+        cfg = apply_overrides(cfg)
     plan = resolve(cfg)
     out = Path(plan["output"])
     logs = out / "logs"
