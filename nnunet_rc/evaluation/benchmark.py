@@ -53,9 +53,9 @@ from .stats import case_values, fold_mean, paired_test
 IN_DOMAIN_SUFFIX = " (in-domain)"
 BASELINE = "nnUNetTrainerDGBaseline"
 
-#: schedule profiles. ``gpu-short``: 30 epochs x 250 iterations; measured on an H100 a 3d_fullres
-#: iteration (128³, batch 2, compile + AMP) takes about 50 ms, so ~7 min of training plus compilation and
-#: final validation per trainer and fold. ``cpu``: a plan at 3x the source's spacing (nnU-Net plans a
+#: schedule profiles. ``gpu-short``: 30 epochs x 250 iterations = 7,500 iterations, sized for <= 10 min of
+#: training per trainer and fold on one current GPU if an iteration takes <= 80 ms (plus compilation and
+#: final validation); no GPU run of this project has measured that yet (the README says how to). ``cpu``: a plan at 3x the source's spacing (nnU-Net plans a
 #: smaller patch and network for it) and 8 epochs x 20 iterations on the CPU: a smoke-scale comparison
 #: (real DRIVE at 3x spacing: 224x192 patches, batch 2, ~1 s per iteration on 2 cores, ~3 min per training).
 PROFILES = {
