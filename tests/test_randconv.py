@@ -412,3 +412,34 @@ def test_cli_train_predict_randconv_3d(preprocessed_3d, tmp_path):
     _train_and_predict(preprocessed_3d, "3d_fullres", "nnUNetTrainerRandConv", tmp_path)
 
 # the full trainer x configuration matrix through the CLI: test_cli_every_trainer.py (slow)
+
+
+@pytest.mark.parametrize("shape,k", [((1, 2, 7, 6, 5), 3), ((1, 1, 8, 5, 6), 5), ((1, 3, 2, 4, 4), 1)])
+def test_single_sample_3d_conv_in_two_halves_equals_conv3d(shape, k):
+    """One sample, one group (the rest of a batch whose other samples finished): same values as conv3d."""
+    from nnunet_rc.augment.randconv import grouped_random_conv
+
+    x = torch.randn(shape)
+    w = torch.randn(1, 4, shape[1], k, k, k)
+    bias = torch.randn(1, 4)
+    mode = "reflect" if min(shape[2:]) > k // 2 else "replicate"
+    ref = torch.nn.functional.conv3d(torch.nn.functional.pad(x, [k // 2] * 6, mode=mode) if k > 1 else x, w[0],
+                                     bias[0])
+    torch.testing.assert_close(grouped_random_conv(x, w, 1, bias), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 12, 10), (2, 1, 6, 7, 8)])
+def test_progressive_block_is_the_stated_formula(shape):
+    """``tanh(γ' · (y − mean) / std + β')`` of ``y = W * h`` per sample and channel (population std), also
+    when only some samples are still active (``rows``)."""
+    x = torch.randn(shape)
+    aug = ProgressiveRandConv(p=1.0)
+    params = aug.get_parameters(x, gen())
+    dims = tuple(range(2, x.ndim))
+    y = grouped_random_conv(x, params["weight"], 1)
+    view = (shape[0], shape[1]) + (1,) * len(dims)
+    z = (y - y.mean(dims, keepdim=True)) / y.std(dims, unbiased=False, keepdim=True)
+    ref = torch.tanh(params["gamma"].view(view) * z + params["beta"].view(view))
+    torch.testing.assert_close(aug.block(x, params), ref, atol=1e-5, rtol=1e-5)
+    rows = torch.tensor([shape[0] - 1])
+    torch.testing.assert_close(aug.block(x[rows], params, rows), ref[rows], atol=1e-5, rtol=1e-5)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nnunet_rc.augment import GIN, RASS, RMS, ProgressiveRandConv, ProgressiveRandConvDeform, RandConv
+from nnunet_rc.augment.randconv import jitter_warp, jitter_warp_plan, random_jitter_offsets
 from nnunet_rc.augment.structure import COLLAPSE_THRESHOLD, collapse_share, structure_score
 from nnunet_rc.synthetic.generate import appearance_rng, make_case, render
 
@@ -107,17 +108,14 @@ def test_deformable_offsets_are_per_sample_and_zero_offsets_change_nothing(shape
     x = torch.randn(shape)
     aug = ProgressiveRandConv(p=1.0, deform_std=0.3)
     params = aug.get_parameters(x, torch.Generator().manual_seed(0))
-    grid = params["grid"]
-    assert grid.shape == (shape[0], *shape[2:], len(shape) - 2)
-    assert not torch.allclose(grid[0], grid[1])  # every sample its own offsets
+    offsets = params["offsets"]
+    assert offsets.shape == (shape[0], *shape[2:], len(shape) - 2)
+    assert not torch.allclose(offsets[0], offsets[1])  # every sample its own offsets
     out = aug.apply(x, params)
     assert out.shape == x.shape and torch.isfinite(out).all()
-    still = {k: v for k, v in params.items() if k != "grid"}
-    from nnunet_rc.augment.randconv import random_jitter_grid
-
-    still["grid"] = random_jitter_grid(x.shape, torch.zeros(shape[0]), None, x.device)
-    torch.testing.assert_close(aug.apply(x, still), aug.apply(x, {k: v for k, v in params.items() if k != "grid"}),
-                               atol=1e-5, rtol=1e-5)
+    still = {**params, "offsets": torch.zeros_like(offsets)}
+    without = {k: v for k, v in params.items() if k != "offsets"}
+    torch.testing.assert_close(aug.apply(x, still), aug.apply(x, without), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(out, aug.apply(x, still), atol=1e-3)
 
 
@@ -125,3 +123,36 @@ def test_deform_trainer_uses_the_deformable_block():
     from nnunet_rc.trainers import nnUNetTrainerProRandConv, nnUNetTrainerProRandConvDeform
 
     assert nnUNetTrainerProRandConvDeform.prc_deform_std > 0 == nnUNetTrainerProRandConv.prc_deform_std
+
+
+def _grid_sample_reference(x, offsets):
+    """``torch.nn.functional.grid_sample`` at identity + offsets (voxels, (x, y[, z]) order)."""
+    spatial = x.shape[2:]
+    axes = [torch.linspace(-1, 1, n) for n in spatial]
+    identity = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], -1)
+    scale = torch.tensor([2.0 / max(n - 1, 1) for n in spatial[::-1]])
+    return torch.nn.functional.grid_sample(x, identity + offsets * scale, mode="bilinear", padding_mode="border",
+                                           align_corners=True)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 7, 9, 6), (3, 2, 5, 4, 8), (1, 1, 1, 6, 5), (2, 3, 9, 7)])
+def test_jitter_warp_equals_grid_sample(shape):
+    """The warp (3D: slice by slice) gives ``grid_sample``'s values, borders and several channels included."""
+    x = torch.randn(shape)
+    offsets = random_jitter_offsets(shape, torch.full((shape[0],), 0.6), torch.Generator().manual_seed(1), "cpu")
+    assert (offsets.abs() == 1).any() and (offsets.abs() < 0.5).any()  # clipped ones and small ones
+    ref = _grid_sample_reference(x, offsets)
+    assert not torch.allclose(ref, x, atol=1e-2)
+    torch.testing.assert_close(jitter_warp(x, jitter_warp_plan(offsets)), ref, atol=1e-5, rtol=1e-5)
+    rows = torch.tensor([shape[0] - 1])  # a subset of the samples reads its own rows of the plan
+    torch.testing.assert_close(jitter_warp(x[rows], jitter_warp_plan(offsets), rows), ref[rows], atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_jitter_offsets_are_normal_and_clipped_to_one_voxel():
+    g = torch.Generator().manual_seed(0)
+    small = random_jitter_offsets((2, 1, 30, 40, 50), torch.tensor([0.1, 0.3]), g, "cpu")
+    assert small.shape == (2, 30, 40, 50, 3)
+    assert abs(small[0].std().item() - 0.1) < 0.005 and abs(small[1].std().item() - 0.3) < 0.01
+    big = random_jitter_offsets((2, 1, 6, 8, 10), torch.full((2,), 5.0), g, "cpu")
+    assert big.abs().max() <= 1 and (big.abs() == 1).float().mean() > 0.5
