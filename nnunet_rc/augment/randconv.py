@@ -183,7 +183,7 @@ class RandConv(BatchAugmentation):
         weight = _crop_kernel(params["weight"], d, k_used)
         groups = 1 if self.mix_channels else x.shape[1]
         out = repeat_per_sample(
-            x, depth, lambda h, layer, rows: grouped_random_conv(h, _rows(weight, rows)[:, layer], groups))
+            x, depth, lambda h, layer, rows: grouped_random_conv(h, _rows(weight[:, layer], rows), groups))
         if self.mix:
             a = params["alpha"].view((-1,) + (1,) * (x.ndim - 1))
             out = a * out + (1 - a) * x
