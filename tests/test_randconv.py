@@ -382,17 +382,19 @@ def test_augmentation_not_applied_in_validation(preprocessed_2d):
 
 # ---- real CLI ---------------------------------------------------------------------------------------
 
-def _train_and_predict(dataset, config, trainer, tmp_path):
+def _train_and_predict(dataset, config, trainer, tmp_path, plans="nnUNetPlans"):
+    """``nnUNetv2_train`` (short schedule) then ``nnUNetv2_predict`` of the training images with ``-p plans``;
+    every prediction must exist, match its reference's shape and hold only the dataset's labels."""
     import SimpleITK as sitk
     from PIL import Image
 
     from conftest import run_cli, short_schedule_env
 
     did = dataset["id"]
-    run_cli(["nnUNetv2_train", did, config, 0, "-tr", trainer, "-device", "cpu"], env=short_schedule_env())
+    run_cli(["nnUNetv2_train", did, config, 0, "-tr", trainer, "-p", plans, "-device", "cpu"], env=short_schedule_env())
     out = tmp_path / f"pred_{trainer}_{config}"
     run_cli(["nnUNetv2_predict", "-i", dataset["raw"] / "imagesTr", "-o", out, "-d", did, "-c", config, "-f", 0,
-             "-tr", trainer, "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1])
+             "-tr", trainer, "-p", plans, "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1])
     cases = sorted({p.name.rsplit("_", 1)[0] for p in (dataset["raw"] / "imagesTr").iterdir()})
     ending = ".png" if config == "2d" else ".nii.gz"
     for case in cases:
