@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-all benchmark epoch-time clean
+.PHONY: install demo test test-all benchmark epoch-time gpu-wheels clean
 
 install: $(STAMP)
 
@@ -37,6 +37,12 @@ benchmark: install
 # on a GPU: .venv/bin/python benchmarks/epoch_time.py --device cuda).
 epoch-time: install
 	$(BIN)/python benchmarks/epoch_time.py --device cpu --dims 2,3 --epochs 3 --iterations 3 --out epoch_time_out
+
+# Wheels for the GPU machine (Python 3.12, no network): what its image lacks, in folders that fit one device
+# call each (benchmarks/gpu_wheels.py; then benchmarks/gpu_check.py there, see the README's GPU section).
+GPU_PYTHON ?= 3.12
+gpu-wheels: install
+	$(BIN)/python benchmarks/gpu_wheels.py --out gpu_wheels --python-version $(GPU_PYTHON)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -108,6 +108,15 @@ def _env(work: Path, schedule: Dict[str, int]) -> dict:
     return env
 
 
+def nnunet_command(script: str, *args) -> List[str]:
+    """The nnU-Net console command ``script`` (e.g. ``nnUNetv2_train``) run by this interpreter through its
+    entry point: works where the wheels were installed with ``pip --target`` and no script is on PATH."""
+    code = ("import sys; from importlib.metadata import entry_points; "
+            "(ep,) = entry_points(group='console_scripts', name=sys.argv[1]); sys.argv = sys.argv[1:]; "
+            "sys.exit(ep.load()())")
+    return [sys.executable, "-c", code, script, *map(str, args)]
+
+
 def _run(cmd: List[str], env: dict, log: Path) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     log.write_text(f"$ {' '.join(cmd)}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
@@ -128,10 +137,8 @@ def prepare_dataset(work: Path, dim: int, size: int, cases: int, dataset_id: int
         (work / k).mkdir(parents=True, exist_ok=True)
     write_benchmark(work / "raw", dim=dim, id_base=dataset_id, num_train=cases, num_test=1, size=size,
                     targets=("blur",), overwrite=True, progress=False)
-    bin_dir = Path(sys.executable).parent
-    exe = str(bin_dir / "nnUNetv2_plan_and_preprocess") if (bin_dir / "nnUNetv2_plan_and_preprocess").exists() \
-        else "nnUNetv2_plan_and_preprocess"
-    _run([exe, "-d", str(dataset_id), "-c", config, "-np", str(n_proc), "-npfp", str(n_proc)],
+    _run(nnunet_command("nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", config, "-np", n_proc,
+                        "-npfp", n_proc),
          _env(work, {"epochs": 1, "iterations": 1, "val_iterations": 1}), work / "logs" / f"plan_{dataset_id}.log")
     marker.touch()
     return config

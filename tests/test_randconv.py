@@ -256,6 +256,7 @@ def test_no_gradient_and_no_parameters(cls):
     assert y.grad_fn is None and not y.requires_grad
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("cls", CLASSES)
 def test_cuda(cls):
