@@ -107,7 +107,12 @@ def test_benchmark_end_to_end_and_resume(preprocessed_2d, tmp_path):
     assert (tmp_path / "results" / preprocessed_2d["name"] / "nnUNetTrainerDGBaseline__nnUNetPlans__2d" / "fold_0"
             / "checkpoint_final.pth").is_file()
     rows = list(csv.reader(open(out / "comparison.csv")))
-    assert rows[0] == ["trainer", "self", "self std", "self delta", "self p", "self n_pairs"]
+    assert rows[0] == ["trainer", "self", "self std", "self delta", "self p", "self n_pairs", "converged",
+                       "converged max change"]
+    assert rows[1][6] == "n/a"  # one epoch: too few to tell a plateau
+    conv = json.loads((out / "comparison.json").read_text())["convergence"]["nnUNetTrainerDGBaseline"]["0"]
+    assert conv["epochs"] == 1 and conv["converged"] is None
+    assert "converged" in first.stdout and "EMA pseudo-Dice" in first.stdout
     assert [r[0] for r in rows[1:]] == ["nnUNetTrainerDGBaseline"]
     assert 0.0 <= float(rows[1][1]) <= 1.0
     assert (out / "comparison.png").stat().st_size > 1000
@@ -244,3 +249,53 @@ def test_shipped_protocols_resolve_on_datasets_with_the_readme_ids(name, tmp_pat
         assert core in cfg["trainers"]
     assert any(t["in_domain"] for t in plan["targets"]) == bool(cfg["source"].get("test"))
     assert sum(not t["in_domain"] for t in plan["targets"]) >= 1
+
+
+# ---- convergence: nnU-Net's EMA pseudo-Dice flat over the last 20 % of epochs -----------------------------------
+
+def test_plateau_of_an_ema_curve():
+    from nnunet_rc.evaluation.convergence import plateau
+
+    rising = [0.5 + 0.05 * i for i in range(10)]                       # still climbing 0.05 per epoch
+    flat = [0.5 + 0.4 * (1 - 0.5 ** i) for i in range(20)]             # last 4 steps move < 0.001
+    assert plateau(rising) == {"converged": False, "change": pytest.approx(0.10), "epochs": 10, "window_epochs": 2}
+    res = plateau(flat)
+    assert res["converged"] is True and res["window_epochs"] == 4 and res["change"] < 0.01
+    # the window is the last ceil(20 %) epochs plus the value before it: a jump just before it does not count
+    late_jump = [0.1] * 5 + [0.8] * 5
+    assert plateau(late_jump)["converged"] is True
+    assert plateau(late_jump[:-1] + [0.79])["change"] == pytest.approx(0.01)
+    assert plateau(late_jump[:-1] + [0.79])["converged"] is False      # "less than" 0.01
+    assert plateau([0.1, 0.2, 0.3, 0.4])["converged"] is None           # < 5 epochs: not determined
+    assert plateau([float("nan")] * 3 + [0.8] * 5)["epochs"] == 5       # epochs without a value are dropped
+    assert plateau(rising, tol=0.2)["converged"] is True
+    with pytest.raises(ValueError, match="window"):
+        plateau(rising, window=0)
+
+
+def test_fold_convergence_reads_nnunet_checkpoints(tmp_path):
+    import torch
+
+    from nnunet_rc.evaluation.convergence import fold_convergence, training_curve
+
+    assert training_curve(tmp_path) == [] and fold_convergence(tmp_path)["converged"] is None
+    ema = [0.2, 0.4, 0.6, 0.7, 0.75, 0.8, 0.805, 0.806, 0.806, 0.807]
+    torch.save({"logging": {"ema_fg_dice": ema, "mean_fg_dice": ema}}, tmp_path / "checkpoint_latest.pth")
+    assert training_curve(tmp_path) == pytest.approx(ema)
+    torch.save({"logging": {"ema_fg_dice": ema[:6]}}, tmp_path / "checkpoint_final.pth")  # final wins: 0.7 -> 0.8
+    assert fold_convergence(tmp_path) == {"converged": False, "change": pytest.approx(0.10), "epochs": 6,
+                                          "window_epochs": 2}
+
+
+def test_converged_column_per_fold(tmp_path):
+    plan = {"metric": "Dice", "folds": ["0", "1"], "trainers": ["nnUNetTrainerA"],
+            "targets": [{"name": "t1", "in_domain": False}]}
+    results = {"nnUNetTrainerA": {"t1": {"0": _res(0.5), "1": _res(0.6)}}}
+    conv = {"nnUNetTrainerA": {"0": {"converged": True, "change": 0.004}, "1": {"converged": False, "change": 0.021}}}
+    comp = compare(plan, results, conv)
+    table = comparison_table(comp)
+    assert "converged" in table and "yes no (max Δ 0.021)" in table
+    write_comparison(comp, tmp_path)
+    rows = list(csv.reader(open(tmp_path / "comparison.csv")))
+    assert rows[0][-2:] == ["converged", "converged max change"] and rows[1][-2:] == ["yes;no", "0.021"]
+    assert "converged" not in comparison_table(compare(plan, results))  # no curves, no column

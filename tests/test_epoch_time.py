@@ -49,6 +49,7 @@ def test_ratios_against_the_baseline_of_the_same_dimension():
     assert epoch_time.count_recompiles("x Recompiling function forward\ny Recompiling function f") == 2
 
 
+@pytest.mark.slow  # the default suite runs epoch_time.py end to end inside gpu_check's tiny setting
 def test_tiny_cpu_run_prints_the_ratio_table(tmp_path, capsys, monkeypatch):
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.delenv(var, raising=False)

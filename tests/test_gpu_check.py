@@ -156,7 +156,11 @@ def test_gpu_check_tiny_setting_in_a_gpu_like_environment(tmp_path):
     assert steps["epoch_time_3d"]["status"] == "not in this setting"
     epoch_rows = steps["epoch_time_2d"]["rows"]
     assert [r["trainer"] for r in epoch_rows] == ["nnUNetTrainerDGBaseline", "nnUNetTrainerRandConv"]
-    assert epoch_rows[0]["time_ratio"] == 1.0
+    assert epoch_rows[0]["time_ratio"] == 1.0 and epoch_rows[1]["time_ratio"] > 0
+    assert all(r["epochs_measured"] == 1 and r["peak_mem_gib"] is None for r in epoch_rows)
+    log = next((tmp_path / "work" / "epoch_time_2d" / "results").rglob(
+        "nnUNetTrainerRandConv__*/fold_all/training_log_*.txt")).read_text()
+    assert "batch augmentations applied to 1 training batches" in log
     md_text = (out / "gpu_check.md").read_text()
     assert md_text.startswith("# GPU check: CPU") and "`nnUNetTrainerRAS4DG`" in md_text
     assert (out / "gpu_check_logs.tar.gz").is_file()

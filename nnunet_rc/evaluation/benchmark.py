@@ -27,7 +27,9 @@ takes ``mask`` / ``groups`` relative to its dataset folder (``"mask": "masksTs"`
 
 Statistics: ``folds`` (default 3) runs per trainer; per target the mean ± std over folds, the difference
 to the baseline (``baseline``, default ``nnUNetTrainerDGBaseline`` or the first trainer) and the p-value
-of a paired per-case Wilcoxon signed-rank test (:mod:`.stats`: each case averaged over folds first).
+of a paired per-case Wilcoxon signed-rank test (:mod:`.stats`: each case averaged over folds first). The
+``converged`` column says per fold whether nnU-Net's EMA pseudo-Dice was flat (moved < 0.01) over the
+last 20 % of the epochs (:mod:`.convergence`; ``n/a`` under 5 epochs).
 
 Resuming: a fold with ``checkpoint_final.pth`` is trained; a prediction folder holding a file for
 every input case is predicted; both are skipped. Evaluation always reruns (cheap). Every command's
@@ -48,6 +50,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from .convergence import fold_convergence
 from .stats import case_values, fold_mean, paired_test
 
 IN_DOMAIN_SUFFIX = " (in-domain)"
@@ -324,13 +327,15 @@ def run_benchmark(config, progress: bool = True) -> dict:
                               lesion_overlap=t["lesion_overlap"], out_dir=pred, progress=False)
         results.setdefault(tr, {}).setdefault(t["name"], {})[f] = res
 
-    comparison = compare(plan, results)
+    convergence = {tr: {f: fold_convergence(train_dir(tr, f)) for f in plan["folds"]} for tr in plan["trainers"]}
+    comparison = compare(plan, results, convergence)
     write_comparison(comparison, out)
     return {"plan": plan, "actions": actions, "results": results, "comparison": comparison}
 
 
-def compare(plan: dict, results: dict) -> dict:
-    """Rows: trainers; columns: targets (+ ``OOD mean``); cells: mean/std over folds of the metric."""
+def compare(plan: dict, results: dict, convergence: dict = None) -> dict:
+    """Rows: trainers; columns: targets (+ ``OOD mean``); cells: mean/std over folds of the metric.
+    ``convergence``: ``{trainer: {fold: convergence.plateau(...)}}``, shown as the ``converged`` column."""
     metric = plan["metric"]
     cols = [t["name"] for t in plan["targets"]]
     ood = [t["name"] for t in plan["targets"] if not t["in_domain"]]
@@ -364,7 +369,19 @@ def compare(plan: dict, results: dict) -> dict:
                 else None
     return {"metric": metric, "columns": columns, "in_domain": [t["name"] for t in plan["targets"] if t["in_domain"]],
             "folds": plan["folds"], "rows": rows, "baseline": baseline, "per_case": per_case,
+            "convergence": convergence or {},
             "profile": plan.get("profile"), "profile_note": plan.get("profile_note", "")}
+
+
+def _converged_cell(by_fold: dict, folds) -> str:
+    """Per fold ``yes`` / ``no`` / ``n/a`` (EMA pseudo-Dice flat over the last 20 % of epochs) and the largest
+    EMA change, e.g. ``yes yes no (max Δ 0.021)``."""
+    if not by_fold:
+        return "n/a"
+    words = {True: "yes", False: "no", None: "n/a"}
+    text = " ".join(words[by_fold.get(f, {}).get("converged")] for f in folds)
+    changes = [c["change"] for c in by_fold.values() if c.get("change") is not None]
+    return text + (f" (max Δ {max(changes):.3f})" if changes else "")
 
 
 def _cell(c: dict) -> str:
@@ -383,11 +400,16 @@ def _cell(c: dict) -> str:
 def comparison_table(comparison: dict) -> str:
     from .evaluate import format_table
 
-    header = ["trainer"] + comparison["columns"]
-    rows = [[tr] + [_cell(r[c]) for c in comparison["columns"]] for tr, r in comparison["rows"].items()]
+    conv = comparison.get("convergence") or {}
+    header = ["trainer"] + comparison["columns"] + (["converged"] if conv else [])
+    rows = [[tr] + [_cell(r[c]) for c in comparison["columns"]]
+            + ([_converged_cell(conv.get(tr, {}), comparison["folds"])] if conv else [])
+            for tr, r in comparison["rows"].items()]
     note = f"{comparison['profile_note']}\n" if comparison.get("profile_note") else ""
+    conv_note = ("; converged = nnU-Net's EMA pseudo-Dice moved < 0.01 over the last 20 % of epochs, per fold"
+                 if conv else "")
     return (note + f"{comparison['metric']} (foreground mean; mean ± std over folds {', '.join(comparison['folds'])}; "
-            f"(Δ vs {comparison.get('baseline')}, p = paired per-case Wilcoxon signed-rank))\n"
+            f"(Δ vs {comparison.get('baseline')}, p = paired per-case Wilcoxon signed-rank){conv_note})\n"
             + format_table(rows, header))
 
 
@@ -402,14 +424,23 @@ def write_comparison(comparison: dict, out: Path) -> None:
         w = csv.writer(fh)
         if comparison.get("profile_note"):
             w.writerow([f"# {comparison['profile_note']}"])
+        conv = comparison.get("convergence") or {}
         w.writerow(["trainer"] + [x for c in comparison["columns"]
-                                  for x in (c, f"{c} std", f"{c} delta", f"{c} p", f"{c} n_pairs")])
+                                  for x in (c, f"{c} std", f"{c} delta", f"{c} p", f"{c} n_pairs")]
+                   + (["converged", "converged max change"] if conv else []))
         for tr, r in comparison["rows"].items():
             vals = []
             for c in comparison["columns"]:
                 test = r[c].get("test") or {}
                 vals += [r[c]["mean"], r[c]["std"], r[c].get("delta"), test.get("p"), test.get("n")]
-            w.writerow([tr] + ["" if v is None else (str(v) if isinstance(v, int) else f"{v:.6g}") for v in vals])
+            extra = []
+            if conv:
+                by_fold = conv.get(tr, {})
+                changes = [c["change"] for c in by_fold.values() if c.get("change") is not None]
+                extra = [";".join({True: "yes", False: "no", None: "n/a"}[by_fold.get(f, {}).get("converged")]
+                                  for f in comparison["folds"]), f"{max(changes):.6g}" if changes else ""]
+            w.writerow([tr] + ["" if v is None else (str(v) if isinstance(v, int) else f"{v:.6g}") for v in vals]
+                       + extra)
     plot_comparison(comparison, out / "comparison.png")
     plot_per_target(comparison, out)
 
