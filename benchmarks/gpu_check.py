@@ -356,10 +356,13 @@ class Check:
     # -- 4./5. epoch time
     def epoch_time(self, name: str, deadline: float) -> dict:
         out_json = self.work / f"{name}.json"
+        env = dict(self.env)
+        if self.s.device == "cuda":  # timings: nnU-Net's own number of augmentation workers, nothing else running
+            env.pop("nnUNet_n_proc_DA", None)
         proc = run_cmd([sys.executable, str(ROOT / "benchmarks" / "epoch_time.py"), "--device", self.s.device,
                         "--trainers", ",".join(self.s.epoch_trainers), *self.s.epoch_args[name],
                         "--out", str(self.work / name), "--json", str(out_json)],
-                       self.env, self.logs / f"{name}.log", deadline)
+                       env, self.logs / f"{name}.log", deadline)
         if proc.returncode:
             return {"status": "failed", "reason": tail(proc.stderr)}
         data = json.loads(out_json.read_text())

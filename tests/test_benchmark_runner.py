@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -177,9 +178,18 @@ def test_comparison_reports_delta_and_p_against_the_baseline(tmp_path):
 def test_profiles_and_command_line_overrides():
     cfg = {"source": {"dataset": 110, "configuration": "2d"}, "trainers": ["nnUNetTrainerDGBaseline", "B"],
            "grid_trainers": ["G1", "B"], "targets": [{"name": "x"}, {"name": "y"}], "folds": [0, 1, 2]}
-    cpu = apply_overrides(cfg, profile="cpu")
-    assert cpu["device"] == "cpu" and cpu["source"]["plans"] == "nnUNetPlans_cpu" and cpu["cpu_spacing_factor"] == 3.0
-    assert cpu["schedule"] == PROFILES["cpu"]["schedule"] and "SMOKE-SCALE" in cpu["profile_note"]
+    smoke = apply_overrides(cfg, profile="smoke")
+    assert smoke["device"] == "cpu" and smoke["source"]["plans"] == "nnUNetPlans_smoke"
+    assert smoke["coarse_plan"]["spacing_factor"] == 3.0 and "base_features" not in smoke["coarse_plan"]
+    assert smoke["schedule"] == PROFILES["smoke"]["schedule"] and "SMOKE-SCALE" in smoke["profile_note"]
+    cpu = apply_overrides(cfg, profile="cpu")  # the 2d settings of the converged CPU profile
+    settings = PROFILES["cpu"]["by_configuration"]["2d"]
+    assert cpu["device"] == "cpu" and cpu["source"]["plans"] == "nnUNetPlans_cpu"
+    assert cpu["env"] == {"nnUNet_def_n_proc": "1"} == smoke["env"]
+    assert cpu["coarse_plan"] == settings["coarse_plan"] and cpu["schedule"] == settings["schedule"]
+    assert "SMOKE" not in cpu["profile_note"] and f"{settings['schedule']['epochs']} epochs" in cpu["profile_note"]
+    with pytest.raises(BenchmarkError, match="no settings for configuration '3d_lowres'"):
+        apply_overrides({**cfg, "source": {"dataset": 110, "configuration": "3d_lowres"}}, profile="cpu")
     assert apply_overrides(cfg, profile="full")["schedule"] == {}
     short = apply_overrides(cfg, profile="gpu-short")
     assert short["schedule"]["epochs"] * short["schedule"]["iterations"] <= 30 * 250
@@ -299,3 +309,47 @@ def test_converged_column_per_fold(tmp_path):
     rows = list(csv.reader(open(tmp_path / "comparison.csv")))
     assert rows[0][-2:] == ["converged", "converged max change"] and rows[1][-2:] == ["yes;no", "0.021"]
     assert "converged" not in comparison_table(compare(plan, results))  # no curves, no column
+
+
+def test_narrow_network_scales_every_stage(tmp_path):
+    from nnunet_rc.evaluation.benchmark import narrow_network
+
+    plans = {"configurations": {"2d": {"patch_size": [224, 192], "architecture": {"arch_kwargs": {
+        "n_stages": 6, "features_per_stage": [32, 64, 128, 256, 512, 512], "strides": [[1, 1]] + [[2, 2]] * 5}}}}}
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps(plans))
+    assert narrow_network(f, "2d", 16) == [16, 32, 64, 128, 256, 256]
+    again = json.loads(f.read_text())["configurations"]["2d"]
+    assert again["architecture"]["arch_kwargs"]["features_per_stage"] == [16, 32, 64, 128, 256, 256]
+    assert again["patch_size"] == [224, 192] and again["architecture"]["arch_kwargs"]["n_stages"] == 6
+
+
+def test_cpu_profile_end_to_end_on_synthetic_vessels(nnunet_env, tmp_path):
+    """The cpu profile's coarse plan (nnU-Net's planner at 3x spacing, narrowed network) on a synthetic vessel
+    dataset, through the real CLI, with a 5-epoch schedule so the converged column is determined."""
+    from nnunet_rc.evaluation.benchmark import run_benchmark
+    from nnunet_rc.synthetic.generate import write_benchmark
+
+    write_benchmark(nnunet_env["nnUNet_raw"], dim=2, id_base=940, num_train=5, num_test=2, size=96,
+                    targets=("blur",), overwrite=True, progress=False)
+    cfg = {"source": {"dataset": 940, "configuration": "2d", "test": {"dataset": 940, "split": "Ts"}},
+           "trainers": ["nnUNetTrainerDGBaseline"], "folds": [0],
+           "targets": [], "output": str(tmp_path / "out")}
+    cfg = apply_overrides(cfg, profile="cpu")
+    cfg["schedule"] = {"epochs": 5, "iterations": 2, "val_iterations": 1}  # the profile's own is hours long
+    res = run_benchmark(cfg, progress=False)
+    pre = next(Path(nnunet_env["nnUNet_preprocessed"]).glob("Dataset940_*"))
+    default = json.loads((pre / "nnUNetPlans.json").read_text())["configurations"]["2d"]
+    coarse = json.loads((pre / "nnUNetPlans_cpu.json").read_text())["configurations"]["2d"]
+    settings = PROFILES["cpu"]["by_configuration"]["2d"]["coarse_plan"]
+    assert coarse["spacing"] == pytest.approx([3 * v for v in default["spacing"]])
+    width = coarse["architecture"]["arch_kwargs"]["features_per_stage"]
+    assert width[0] == settings["base_features"] and width[1] == 2 * settings["base_features"]
+    assert (pre / "nnUNetPlans_cpu_2d").is_dir()
+    ckpt = next(Path(res["plan"]["results"]).rglob("nnUNetTrainerDGBaseline__nnUNetPlans_cpu__2d/fold_0/"
+                                                   "checkpoint_final.pth"))
+    assert ckpt.is_file()
+    conv = res["comparison"]["convergence"]["nnUNetTrainerDGBaseline"]["0"]
+    assert conv["epochs"] == 5 and conv["window_epochs"] == 1 and isinstance(conv["converged"], bool)
+    table = comparison_table(res["comparison"])
+    assert "cpu profile: sized for 2 CPU cores" in table and "converged" in table

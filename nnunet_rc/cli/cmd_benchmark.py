@@ -9,8 +9,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="benchmark config (.json or .toml), "
                                                         "see benchmarks/configs/retinal.json")
     parser.add_argument("--out", default=None, help="output folder (overrides the config's 'output')")
-    parser.add_argument("--profile", choices=["full", "gpu-short", "cpu"], default=None,
-                        help="schedule profile: full (nnU-Net's), gpu-short, or cpu (a coarser plan, smoke scale)")
+    parser.add_argument("--profile", choices=["full", "gpu-short", "cpu", "smoke"], default=None,
+                        help="full (nnU-Net's schedule), gpu-short, cpu (coarse plan and narrow network trained to a "
+                             "plateau on CPU) or smoke (coarse plan, a few iterations: pipeline check only)")
     parser.add_argument("--trainers", default=None, help="comma-separated trainers (replaces the config's list)")
     parser.add_argument("--targets", default=None, help="comma-separated target names (a subset of the config's)")
     parser.add_argument("--folds", type=int, default=None, help="number of folds (seeds) per trainer: folds 0..N-1")

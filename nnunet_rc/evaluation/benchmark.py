@@ -13,16 +13,17 @@ the config file::
                   {"name": "siteC", "dataset": 905, "split": "Ts"}],   # raw images<split>/labels<split>
       "schedule": {"epochs": 1, "iterations": 2, "val_iterations": 1}, # optional -> NNUNET_RC_* env vars
       "device": "cuda",                                                # cuda | cpu | mps
+      "env": {"nnUNet_def_n_proc": "1"},                               # optional: for every command
       "output": "benchmark_out",                                       # default: next to the config
       "results": null,                                                 # optional nnUNet_results override
       "metric": "Dice"                                                 # Dice | HD95
     }
 
 Profiles (``--profile``, or ``"profile"`` in the config; see :data:`PROFILES`): ``full`` (nnU-Net's
-schedule), ``gpu-short`` (a short GPU schedule) and ``cpu`` (a coarser plan, ``nnUNetPlans_cpu``, made
-with nnU-Net's own planner at ``cpu_spacing_factor`` × the source's spacing, preprocessed by
-``nnUNetv2_preprocess``; a short schedule on ``-device cpu``; a smoke-scale comparison and every table
-says so). Paths may use environment variables (``$nnUNet_raw/...``); a target given by ``dataset`` id
+schedule), ``gpu-short`` (a short GPU schedule), ``cpu`` (a coarse plan, ``nnUNetPlans_cpu``, made with
+nnU-Net's own planner at ``spacing_factor`` × the source's spacing with a narrower network, preprocessed
+by ``nnUNetv2_preprocess``, and a schedule that reaches a plateau on ``-device cpu``) and ``smoke`` (a
+coarse plan and a few iterations: proves the pipeline, and every table says it is smoke scale). Paths may use environment variables (``$nnUNet_raw/...``); a target given by ``dataset`` id
 takes ``mask`` / ``groups`` relative to its dataset folder (``"mask": "masksTs"``).
 
 Statistics: ``folds`` (default 3) runs per trainer; per target the mean ± std over folds, the difference
@@ -56,18 +57,35 @@ from .stats import case_values, fold_mean, paired_test
 IN_DOMAIN_SUFFIX = " (in-domain)"
 BASELINE = "nnUNetTrainerDGBaseline"
 
-#: schedule profiles. ``gpu-short``: 30 epochs x 250 iterations = 7,500 iterations, sized for <= 10 min of
-#: training per trainer and fold on one current GPU if an iteration takes <= 80 ms (plus compilation and
-#: final validation); no GPU run of this project has measured that yet (the README says how to). ``cpu``: a plan at 3x the source's spacing (nnU-Net plans a
-#: smaller patch and network for it) and 8 epochs x 20 iterations on the CPU: a smoke-scale comparison
-#: (real DRIVE at 3x spacing: 224x192 patches, batch 2, ~1 s per iteration on 2 cores, ~3 min per training).
+#: Profiles. ``gpu-short``: 30 epochs x 250 iterations = 7,500 iterations, sized for <= 10 min of training per
+#: trainer and fold on one current GPU if an iteration takes <= 80 ms (plus compilation and final
+#: validation); no GPU run of this project has measured that yet (the README says how to).
+#: ``smoke``: a plan at 3x the source's spacing and 8 epochs x 20 iterations on the CPU: proves the protocol
+#: runs end to end, ranks nothing (real DRIVE: 224x192 patches, batch 2, ~1 s per iteration on 2 cores).
+#: ``cpu``: the comparison a machine without a GPU can afford (6 trainers x 3 folds in 2 h on 2 cores), as
+#: near to a plateau as that allows (the ``converged`` column says per fold whether it got there): per
+#: configuration a coarse plan made by nnU-Net's own planner (``spacing_factor`` x the source's spacing)
+#: with the network narrowed to ``base_features`` in the first stage (every stage scaled alike; at DRIVE's
+#: coarse plan width 16 costs 1/3 and width 8 1/6 of nnU-Net's 32 per step), and the schedule chosen by
+#: the measurements and the rule written in docs/cpu_profile.md (2d only so far: DRIVE's baseline fold 0
+#: moved 0.011, the mark is < 0.01).
+#: nnU-Net's final validation exports through a pool of ``nnUNet_def_n_proc`` (default 8) spawned
+#: processes: on 2 cores their start-up alone took ~40 s per training; one process exports the few
+#: validation cases of a fold in seconds.
+CPU_ENV = {"nnUNet_def_n_proc": "1"}
+
 PROFILES = {
     "full": {"schedule": {}, "note": "full profile: nnU-Net's schedule (1000 epochs x 250 iterations)"},
     "gpu-short": {"schedule": {"epochs": 30, "iterations": 250, "val_iterations": 20},
                   "note": "gpu-short profile: 30 epochs x 250 iterations"},
-    "cpu": {"schedule": {"epochs": 8, "iterations": 20, "val_iterations": 2}, "device": "cpu",
-            "plans": "nnUNetPlans_cpu", "cpu_spacing_factor": 3.0,
-            "note": "cpu profile: SMOKE-SCALE comparison (plan at 3x spacing, 8 epochs x 20 iterations on CPU)"},
+    "smoke": {"schedule": {"epochs": 8, "iterations": 20, "val_iterations": 2}, "device": "cpu", "env": CPU_ENV,
+              "coarse_plan": {"name": "nnUNetPlans_smoke", "spacing_factor": 3.0},
+              "note": "smoke profile: SMOKE-SCALE comparison (plan at 3x spacing, 8 epochs x 20 iterations on CPU)"},
+    "cpu": {"device": "cpu", "env": CPU_ENV, "by_configuration": {
+        "2d": {"schedule": {"epochs": 80, "iterations": 16, "val_iterations": 10},
+               "coarse_plan": {"name": "nnUNetPlans_cpu", "spacing_factor": 3.0, "base_features": 8}},
+    }, "note": "cpu profile: sized for 2 CPU cores (plan at {spacing_factor:g}x spacing, first-stage width "
+               "{base_features}, {epochs} epochs x {iterations} iterations; see the converged column)"},
 }
 
 
@@ -104,14 +122,24 @@ def apply_overrides(cfg: dict, profile: str = None, trainers=None, targets=None,
     if profile is not None:
         if profile not in PROFILES:
             raise BenchmarkError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
-        prof = PROFILES[profile]
-        cfg["profile"], cfg["profile_note"] = profile, prof["note"]
+        prof = dict(PROFILES[profile])
+        if "by_configuration" in prof:
+            configuration = (cfg.get("source") or {}).get("configuration")
+            if configuration not in prof["by_configuration"]:
+                raise BenchmarkError(f"profile {profile!r} has no settings for configuration {configuration!r} "
+                                     f"(it has {sorted(prof['by_configuration'])})")
+            prof.update(prof.pop("by_configuration")[configuration])
+        coarse = prof.get("coarse_plan")
+        cfg["profile"] = profile
+        cfg["profile_note"] = prof["note"].format(**prof["schedule"], **(coarse or {}))
         cfg["schedule"] = dict(prof["schedule"])
         if "device" in prof:
             cfg["device"] = prof["device"]
-        if "plans" in prof:
-            cfg.setdefault("source", {})["plans"] = prof["plans"]
-            cfg["cpu_spacing_factor"] = prof["cpu_spacing_factor"]
+        if "env" in prof:
+            cfg["env"] = {**prof["env"], **(cfg.get("env") or {})}
+        if coarse:
+            cfg.setdefault("source", {})["plans"] = coarse["name"]
+            cfg["coarse_plan"] = dict(coarse)
     if trainers:
         cfg["trainers"] = list(trainers)
     if targets:
@@ -200,7 +228,7 @@ def resolve(cfg: dict) -> dict:
     if len(set(names)) != len(names):
         raise BenchmarkError(f"config: target names must be unique, got {names}")
     schedule = cfg.get("schedule") or {}
-    env = {}
+    env = {str(k): str(v) for k, v in (cfg.get("env") or {}).items()}  # e.g. a profile's nnU-Net knobs
     for key, var in (("epochs", "NNUNET_RC_EPOCHS"), ("iterations", "NNUNET_RC_ITERATIONS"),
                      ("val_iterations", "NNUNET_RC_VAL_ITERATIONS")):
         if schedule.get(key) is not None:
@@ -223,7 +251,7 @@ def resolve(cfg: dict) -> dict:
             "folds": [str(f) for f in cfg.get("folds", [0, 1, 2])], "targets": targets, "env": env,
             "device": cfg.get("device", "cuda"), "file_ending": ending, "metric": metric,
             "profile": cfg.get("profile"), "profile_note": cfg.get("profile_note", ""),
-            "cpu_spacing_factor": cfg.get("cpu_spacing_factor"),
+            "coarse_plan": cfg.get("coarse_plan"),
             "output": p(cfg.get("output")) or str(Path(base) / "benchmark_out"), "results": results}
 
 
@@ -244,14 +272,16 @@ def _run(cmd: List[str], log: Path, env: dict) -> None:
 
 
 def ensure_coarse_plans(plan: dict, logs: Path, env: dict) -> None:
-    """Create and preprocess ``plan["plans"]`` (the cpu profile's coarser plan) unless it exists: nnU-Net's
-    default planner with ``-overwrite_target_spacing`` = ``cpu_spacing_factor`` × the default plan's
-    spacing of the configuration (for ``2d`` the slice axis is kept), then ``nnUNetv2_preprocess``."""
+    """Create and preprocess ``plan["plans"]`` (a cpu/smoke profile's coarse plan, ``plan["coarse_plan"]``)
+    unless it exists: nnU-Net's default planner with ``-overwrite_target_spacing`` = ``spacing_factor`` ×
+    the default plan's spacing of the configuration (for ``2d`` the slice axis is kept), the network
+    narrowed to ``base_features`` if given (:func:`narrow_network`), then ``nnUNetv2_preprocess``."""
     pre = os.environ.get("nnUNet_preprocessed")
     if not pre:
-        raise BenchmarkError("nnUNet_preprocessed is not set (needed for the cpu profile's plan)")
+        raise BenchmarkError("nnUNet_preprocessed is not set (needed for the profile's coarse plan)")
     folder = Path(pre) / plan["dataset_name"]
     ident = plan["plans"]
+    coarse = plan["coarse_plan"]
     if (folder / f"{ident}.json").is_file() and (folder / f"{ident}_{plan['configuration']}").is_dir():
         return
     if not (folder / "nnUNetPlans.json").is_file():
@@ -261,15 +291,29 @@ def ensure_coarse_plans(plan: dict, logs: Path, env: dict) -> None:
     cfgs = default["configurations"]
     if plan["configuration"] not in cfgs:
         raise BenchmarkError(f"{folder}/nnUNetPlans.json has no configuration {plan['configuration']}")
-    f = float(plan["cpu_spacing_factor"])
+    f = float(coarse["spacing_factor"])
     sp = [float(v) * f for v in cfgs[plan["configuration"]]["spacing"]]
     if len(sp) == 2:  # 2d: keep the slice axis of the (3-axis) full-resolution spacing
         sp = [float(default["original_median_spacing_after_transp"][0])] + sp
         sp = [sp[i] for i in default["transpose_backward"]]
     _run(["nnUNetv2_plan_experiment", "-d", plan["dataset"], "-overwrite_target_spacing", *map(str, sp),
           "-overwrite_plans_name", ident], logs / f"plan_{ident}.log", env)
+    if coarse.get("base_features"):
+        narrow_network(folder / f"{ident}.json", plan["configuration"], int(coarse["base_features"]))
     _run(["nnUNetv2_preprocess", "-d", plan["dataset"], "-plans_name", ident, "-c", plan["configuration"],
           "-np", "1"], logs / f"preprocess_{ident}.log", env)
+
+
+def narrow_network(plans_file: Path, configuration: str, base_features: int) -> List[int]:
+    """Scale every stage's width of ``configuration`` in an nnU-Net plans file so the first stage has
+    ``base_features`` (nnU-Net's planner: 32, doubling per stage up to 512 in 2D / 320 in 3D); stages,
+    kernels, strides, patch and batch stay as planned. Returns the new ``features_per_stage``."""
+    plans = json.loads(Path(plans_file).read_text())
+    kwargs = plans["configurations"][configuration]["architecture"]["arch_kwargs"]
+    old = list(kwargs["features_per_stage"])
+    kwargs["features_per_stage"] = [max(1, int(round(c * base_features / old[0]))) for c in old]
+    Path(plans_file).write_text(json.dumps(plans, indent=4))
+    return kwargs["features_per_stage"]
 
 
 def _case_ids(images: str, ending: str) -> List[str]:
@@ -293,7 +337,7 @@ def run_benchmark(config, progress: bool = True) -> dict:
     env = plan["env"]
     actions = {"trained": [], "train_skipped": [], "predicted": [], "predict_skipped": []}
 
-    if plan["cpu_spacing_factor"]:
+    if plan["coarse_plan"]:
         ensure_coarse_plans(plan, logs, env)
     train_dir = lambda tr, f: (Path(plan["results"]) / plan["dataset_name"] /
                                f"{tr}__{plan['plans']}__{plan['configuration']}" / f"fold_{f}")
