@@ -148,6 +148,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = measure(args.dataset, args.configuration, args.plans, [t for t in args.trainers.split(",") if t],
                   args.batches, args.cases)
     estimate(out, args.iterations, args.val_iterations)
+    out.update(iterations=args.iterations, val_iterations=args.val_iterations)
     print(format_table(out, args.iterations, args.val_iterations))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
