@@ -330,15 +330,15 @@ def test_cpu_profile_end_to_end_on_synthetic_vessels(nnunet_env, tmp_path):
     from nnunet_rc.evaluation.benchmark import run_benchmark
     from nnunet_rc.synthetic.generate import write_benchmark
 
-    write_benchmark(nnunet_env["nnUNet_raw"], dim=2, id_base=940, num_train=5, num_test=2, size=96,
+    write_benchmark(nnunet_env["nnUNet_raw"], dim=2, id_base=880, num_train=5, num_test=2, size=96,
                     targets=("blur",), overwrite=True, progress=False)
-    cfg = {"source": {"dataset": 940, "configuration": "2d", "test": {"dataset": 940, "split": "Ts"}},
+    cfg = {"source": {"dataset": 880, "configuration": "2d", "test": {"dataset": 880, "split": "Ts"}},
            "trainers": ["nnUNetTrainerDGBaseline"], "folds": [0],
            "targets": [], "output": str(tmp_path / "out")}
     cfg = apply_overrides(cfg, profile="cpu")
     cfg["schedule"] = {"epochs": 5, "iterations": 2, "val_iterations": 1}  # the profile's own is hours long
     res = run_benchmark(cfg, progress=False)
-    pre = next(Path(nnunet_env["nnUNet_preprocessed"]).glob("Dataset940_*"))
+    pre = next(Path(nnunet_env["nnUNet_preprocessed"]).glob("Dataset880_*"))
     default = json.loads((pre / "nnUNetPlans.json").read_text())["configurations"]["2d"]
     coarse = json.loads((pre / "nnUNetPlans_cpu.json").read_text())["configurations"]["2d"]
     settings = PROFILES["cpu"]["by_configuration"]["2d"]["coarse_plan"]

@@ -22,9 +22,10 @@ the config file::
 Profiles (``--profile``, or ``"profile"`` in the config; see :data:`PROFILES`): ``full`` (nnU-Net's
 schedule), ``gpu-short`` (a short GPU schedule), ``cpu`` (a coarse plan, ``nnUNetPlans_cpu``, made with
 nnU-Net's own planner at ``spacing_factor`` × the source's spacing with a narrower network, preprocessed
-by ``nnUNetv2_preprocess``, and a schedule that reaches a plateau on ``-device cpu``) and ``smoke`` (a
-coarse plan and a few iterations: proves the pipeline, and every table says it is smoke scale). Paths may use environment variables (``$nnUNet_raw/...``); a target given by ``dataset`` id
-takes ``mask`` / ``groups`` relative to its dataset folder (``"mask": "masksTs"``).
+by ``nnUNetv2_preprocess``, and a schedule sized for 2 cores on ``-device cpu``; the ``converged`` column
+says whether it reached a plateau) and ``smoke`` (a coarse plan and a few iterations: proves the pipeline,
+and every table says it is smoke scale). Paths may use environment variables (``$nnUNet_raw/...``); a
+target given by ``dataset`` id takes ``mask`` / ``groups`` relative to its dataset folder (``"mask": "masksTs"``).
 
 Statistics: ``folds`` (default 3) runs per trainer; per target the mean ± std over folds, the difference
 to the baseline (``baseline``, default ``nnUNetTrainerDGBaseline`` or the first trainer) and the p-value
