@@ -322,6 +322,11 @@ def test_narrow_network_scales_every_stage(tmp_path):
     again = json.loads(f.read_text())["configurations"]["2d"]
     assert again["architecture"]["arch_kwargs"]["features_per_stage"] == [16, 32, 64, 128, 256, 256]
     assert again["patch_size"] == [224, 192] and again["architecture"]["arch_kwargs"]["n_stages"] == 6
+    from nnunet_rc.evaluation.benchmark import check_coarse_plan
+
+    check_coarse_plan(f, "2d", {"base_features": 16})  # matches: nothing to say
+    with pytest.raises(BenchmarkError, match="first-stage width 16, the profile asks for 8"):
+        check_coarse_plan(f, "2d", {"base_features": 8})
 
 
 def test_cpu_profile_end_to_end_on_synthetic_vessels(nnunet_env, tmp_path):

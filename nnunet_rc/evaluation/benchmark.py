@@ -284,6 +284,7 @@ def ensure_coarse_plans(plan: dict, logs: Path, env: dict) -> None:
     ident = plan["plans"]
     coarse = plan["coarse_plan"]
     if (folder / f"{ident}.json").is_file() and (folder / f"{ident}_{plan['configuration']}").is_dir():
+        check_coarse_plan(folder / f"{ident}.json", plan["configuration"], coarse)
         return
     if not (folder / "nnUNetPlans.json").is_file():
         _run(["nnUNetv2_plan_and_preprocess", "-d", plan["dataset"], "-c", plan["configuration"], "--no_pp",
@@ -303,6 +304,20 @@ def ensure_coarse_plans(plan: dict, logs: Path, env: dict) -> None:
         narrow_network(folder / f"{ident}.json", plan["configuration"], int(coarse["base_features"]))
     _run(["nnUNetv2_preprocess", "-d", plan["dataset"], "-plans_name", ident, "-c", plan["configuration"],
           "-np", "1"], logs / f"preprocess_{ident}.log", env)
+
+
+def check_coarse_plan(plans_file: Path, configuration: str, coarse: dict) -> None:
+    """Refuse an existing coarse plan made with other settings (e.g. ``nnUNetPlans_cpu`` of the former cpu
+    profile, now ``smoke``, which kept nnU-Net's width): training on it would silently compare another plan."""
+    plans = json.loads(Path(plans_file).read_text())
+    width = plans["configurations"].get(configuration, {}).get("architecture", {}).get("arch_kwargs", {}).get(
+        "features_per_stage", [None])[0]
+    want = coarse.get("base_features")
+    if want is not None and width != want:
+        raise BenchmarkError(f"{plans_file} has first-stage width {width}, the profile asks for {want}: it was made "
+                             f"with other settings (before 2026-12-06 the cpu profile, now smoke, kept nnU-Net's "
+                             f"width). Delete {plans_file.name} and {plans_file.stem}_{configuration}/ beside it (and "
+                             f"results trained with it) to re-plan.")
 
 
 def narrow_network(plans_file: Path, configuration: str, base_features: int) -> List[int]:
