@@ -29,13 +29,10 @@ from pathlib import Path
 from typing import List, Optional
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def _seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def measure(dataset: str, configuration: str, plans: str, trainers: List[str], batches: int, cases: int,
@@ -79,10 +76,10 @@ def measure(dataset: str, configuration: str, plans: str, trainers: List[str], b
                        data_s=statistics.median(t_data), val_data_s=statistics.median(t_val))
         trainer.network.train()
         trainer.train_step(train_batches[0])  # warm-up
-        step = statistics.median([_median_time(lambda b=b: trainer.train_step(b), 1) for b in train_batches])
+        step = statistics.median([_seconds(lambda b=b: trainer.train_step(b)) for b in train_batches])
         trainer.network.eval()
         with torch.no_grad():
-            val = statistics.median([_median_time(lambda b=b: trainer.validation_step(b), 1) for b in val_batches])
+            val = statistics.median([_seconds(lambda b=b: trainer.validation_step(b)) for b in val_batches])
         out["trainers"][name] = {"train_step_s": step, "val_step_s": val,
                                  "parameters": sum(p.numel() for p in trainer.network.parameters())}
     # prediction of whole cases, as in the final validation and nnUNetv2_predict
@@ -90,7 +87,8 @@ def measure(dataset: str, configuration: str, plans: str, trainers: List[str], b
     trainer.set_deep_supervision_enabled(False)
     trainer.network.eval()
     dataset_val = trainer.get_tr_and_val_datasets()[1]
-    keys = list(dataset_val.identifiers)[:cases]
+    volumes = [torch.from_numpy(dataset_val.load_case(k)[0][:]).float() for k in list(dataset_val.identifiers)[:cases]]
+    out["predict_case_shapes"] = [list(v.shape[1:]) for v in volumes]
     for mirror in (True, False):
         predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirror,
                                     perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
@@ -98,15 +96,8 @@ def measure(dataset: str, configuration: str, plans: str, trainers: List[str], b
         predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager, None,
                                         trainer.dataset_json, type(trainer).__name__,
                                         trainer.inference_allowed_mirroring_axes)
-        times, shapes = [], []
-        for k in keys:
-            data = torch.from_numpy(dataset_val.load_case(k)[0][:]).float()
-            shapes.append(list(data.shape[1:]))
-            t = time.perf_counter()
-            predictor.predict_sliding_window_return_logits(data)
-            times.append(time.perf_counter() - t)
+        times = [_seconds(lambda v=v: predictor.predict_sliding_window_return_logits(v)) for v in volumes]
         out[f"predict_{'tta' if mirror else 'no_tta'}_s"] = statistics.median(times)
-        out["predict_case_shapes"] = shapes
     return out
 
 

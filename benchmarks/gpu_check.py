@@ -36,6 +36,7 @@ still leaves one) names the GPU, PyTorch, CUDA and every package version used.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -67,6 +68,7 @@ DISTRIBUTIONS = ["torch", "numpy", "nnunetv2", "nnunet_rc", "SimpleITK", "blosc2
 @dataclass
 class Settings:
     """What each step does and may spend; :func:`gpu_settings` and :func:`tiny_settings`."""
+    name: str
     device: str
     budgets: Dict[str, float]
     cli_trainers: List[str]
@@ -82,7 +84,7 @@ class Settings:
 
 def gpu_settings() -> Settings:
     return Settings(
-        device="cuda",
+        name="gpu", device="cuda",
         budgets={"cuda_unit_tests": 90, "cli_compile_amp": 330, "augment_overhead": 75, "epoch_time_3d": 180,
                  "epoch_time_2d": 120},
         cli_trainers=list(CLI_TRAINERS), cli_configs=["2d", "3d_fullres"], cli_sizes={2: 128, 3: 64},
@@ -97,7 +99,7 @@ def gpu_settings() -> Settings:
 
 def tiny_settings(device: str = "cpu") -> Settings:
     return Settings(
-        device=device,
+        name="tiny", device=device,
         budgets={"cuda_unit_tests": 120, "cli_compile_amp": 240, "augment_overhead": 60, "epoch_time_3d": 0,
                  "epoch_time_2d": 150},
         cli_trainers=[BASELINE, "nnUNetTrainerRAS4DG"], cli_configs=["2d"], cli_sizes={2: 32, 3: 32},
@@ -155,8 +157,10 @@ def run_cmd(cmd: List[str], env: dict, log: Path, deadline: float, cwd: Optional
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+@functools.lru_cache(maxsize=None)
 def _load_epoch_time():
-    """``benchmarks/epoch_time.py`` as a module (``benchmarks/`` is no package): its nnU-Net command helper."""
+    """``benchmarks/epoch_time.py`` as a module (``benchmarks/`` is no package), loaded once: its nnU-Net
+    command helper and recompilation count."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("nnunet_rc_epoch_time", ROOT / "benchmarks" / "epoch_time.py")
@@ -186,8 +190,7 @@ class Check:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.start = time.time()
         self.end = self.start + budget
-        self.report: dict = {"budget_s": budget, "setting": "gpu" if settings.device == "cuda" and
-                             settings.cli_parallel > 1 else "tiny", "steps": []}
+        self.report: dict = {"budget_s": budget, "setting": settings.name, "steps": []}
         self.env = self._env()
 
     def _env(self) -> dict:

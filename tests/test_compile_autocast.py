@@ -27,17 +27,12 @@ import torch
 
 from conftest import make_trainer, synthetic_batch
 from nnunet_rc import trainers
-from nnunet_rc.trainers.base import nnUNetTrainerDGBaseline
 
 OUT_ATOL = 1e-4
 GRAD_RTOL = 5e-3
 
 
-def _changes_network(cls) -> bool:
-    return cls.modify_network.__func__ is not nnUNetTrainerDGBaseline.modify_network.__func__
-
-
-NETWORK_TRAINERS = [n for n in trainers.__all__ if _changes_network(getattr(trainers, n))]
+NETWORK_TRAINERS = [n for n in trainers.__all__ if getattr(trainers, n).changes_network()]
 IN_DEFAULT_SUITE = {("nnUNetTrainerRAS4DG", 2)}
 
 

@@ -108,6 +108,11 @@ class nnUNetTrainerDGBaseline(nnUNetTrainer):
         return network
 
     @classmethod
+    def changes_network(cls) -> bool:
+        """Whether this trainer overrides :meth:`modify_network` (its network differs from the plans')."""
+        return cls.modify_network.__func__ is not nnUNetTrainerDGBaseline.modify_network.__func__
+
+    @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager,
                                    configuration_manager: ConfigurationManager,
                                    num_input_channels: int,
@@ -123,7 +128,7 @@ class nnUNetTrainerDGBaseline(nnUNetTrainer):
                  f"{len(self.batch_augmentations)} batch augmentation(s) on the first "
                  f"{self.num_image_channels} channel(s), seed {self.augmentation_seed}"]
         lines += [f"  {i}: {a!r}".replace("\n", " ") for i, a in enumerate(self.batch_augmentations)]
-        if type(self).modify_network.__func__ is not nnUNetTrainerDGBaseline.modify_network.__func__:
+        if self.changes_network():
             lines.append(f"  network modified by {type(self).__name__}.modify_network")
         return "\n".join(lines)
 

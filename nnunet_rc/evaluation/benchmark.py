@@ -433,15 +433,20 @@ def compare(plan: dict, results: dict, convergence: dict = None) -> dict:
             "profile": plan.get("profile"), "profile_note": plan.get("profile_note", "")}
 
 
+def _convergence_summary(by_fold: dict, folds) -> tuple:
+    """Per fold ``yes`` / ``no`` / ``n/a`` (EMA pseudo-Dice flat over the last 20 % of epochs) and the
+    largest EMA change over the folds (``None`` if no fold has one)."""
+    words = {True: "yes", False: "no", None: "n/a"}
+    changes = [c["change"] for c in by_fold.values() if c.get("change") is not None]
+    return [words[by_fold.get(f, {}).get("converged")] for f in folds], (max(changes) if changes else None)
+
+
 def _converged_cell(by_fold: dict, folds) -> str:
-    """Per fold ``yes`` / ``no`` / ``n/a`` (EMA pseudo-Dice flat over the last 20 % of epochs) and the largest
-    EMA change, e.g. ``yes yes no (max Δ 0.021)``."""
+    """e.g. ``yes yes no (max Δ 0.021)``; ``n/a`` without curves."""
     if not by_fold:
         return "n/a"
-    words = {True: "yes", False: "no", None: "n/a"}
-    text = " ".join(words[by_fold.get(f, {}).get("converged")] for f in folds)
-    changes = [c["change"] for c in by_fold.values() if c.get("change") is not None]
-    return text + (f" (max Δ {max(changes):.3f})" if changes else "")
+    words, largest = _convergence_summary(by_fold, folds)
+    return " ".join(words) + (f" (max Δ {largest:.3f})" if largest is not None else "")
 
 
 def _cell(c: dict) -> str:
@@ -495,10 +500,8 @@ def write_comparison(comparison: dict, out: Path) -> None:
                 vals += [r[c]["mean"], r[c]["std"], r[c].get("delta"), test.get("p"), test.get("n")]
             extra = []
             if conv:
-                by_fold = conv.get(tr, {})
-                changes = [c["change"] for c in by_fold.values() if c.get("change") is not None]
-                extra = [";".join({True: "yes", False: "no", None: "n/a"}[by_fold.get(f, {}).get("converged")]
-                                  for f in comparison["folds"]), f"{max(changes):.6g}" if changes else ""]
+                words, largest = _convergence_summary(conv.get(tr, {}), comparison["folds"])
+                extra = [";".join(words), "" if largest is None else f"{largest:.6g}"]
             w.writerow([tr] + ["" if v is None else (str(v) if isinstance(v, int) else f"{v:.6g}") for v in vals]
                        + extra)
     plot_comparison(comparison, out / "comparison.png")
