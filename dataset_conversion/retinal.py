@@ -44,6 +44,11 @@ filled; ``fov_mask`` = ``derived``) and used for the spacing and for evaluation 
 Splits: DRIVE ``training`` → ``imagesTr``/``labelsTr``; ``test`` → ``imagesTs`` (+ ``labelsTs`` when
 ``1st_manual`` is there; the current package has none: images only, no error). The targets have no
 official split: every case goes to ``imagesTs``/``labelsTs`` (``--as-training`` → ``imagesTr``).
+CHASE_DB1 ``--as-source`` makes it a source domain with an in-domain test set: children 01–10 (20 images)
+→ ``imagesTr``, children 11–14 (8) → ``imagesTs``, the split most CHASE_DB1 papers use, by child so both
+eyes of a child stay on one side; every image then needs its label. (nnU-Net's own 5-fold split of the 20
+training images may still put a child's two eyes on both sides of a fold: that touches its validation
+pseudo-Dice only, not the in-domain test set.)
 A target image without its label (or without its FOV mask when the dataset has a mask folder) is
 skipped and reported; a DRIVE training case without one is an error. Label or mask size different
 from the image's is an error naming the file. Case ids are the file stems made safe (IOSTAR's spaces
@@ -355,6 +360,21 @@ def _lesav_pairs(root: Path, args) -> List[_Pair]:
 
 
 _CHASE_LABEL = re.compile(r"_(1st|2nd)HO$", re.IGNORECASE)
+_CHASE_IMAGE = re.compile(r"image_(\d+)([lr])$", re.IGNORECASE)
+#: ``--as-source``: the split most CHASE_DB1 papers use -- children 1-10 (20 images) train, 11-14 (8) test
+CHASE_TRAIN_SUBJECTS = range(1, 11)
+
+
+def _chase_split(img: Path, args) -> str:
+    """``Tr``/``Ts`` of one CHASE_DB1 image: ``--as-source`` splits by child (both eyes of a child on the
+    same side, so the in-domain test set holds only unseen children); otherwise as every target."""
+    if not getattr(args, "as_source", False):
+        return _target_split(args)
+    m = _CHASE_IMAGE.fullmatch(_stem(img))
+    if m is None:
+        raise ConversionError(f"{img}: --as-source needs CHASE_DB1's file names Image_<child><L|R> "
+                              "(e.g. Image_01L.jpg) to split by child")
+    return "Tr" if int(m.group(1)) in CHASE_TRAIN_SUBJECTS else "Ts"
 
 
 def _chase_pairs(root: Path, args) -> List[_Pair]:
@@ -364,8 +384,8 @@ def _chase_pairs(root: Path, args) -> List[_Pair]:
     pairs = []
     for img in images:
         stem = _stem(img)  # Image_01L
-        pairs.append(_pair(stem, _target_split(args), img, index, [f"{stem}_{args.annotator}"], None, [],
-                           eye=stem[-1].upper()))
+        pairs.append(_pair(stem, _chase_split(img, args), img, index, [f"{stem}_{args.annotator}"], None, [],
+                           required=getattr(args, "as_source", False), eye=stem[-1].upper()))
     return pairs
 
 
@@ -405,6 +425,7 @@ class _Dataset:
     target: bool = True
     annotators: Sequence[str] = ()
     fov: bool = True  # the download has field-of-view masks
+    source_split: str = ""  # help text of --as-source (a target with a split for use as a source domain)
 
 
 def _has(*names: str) -> Callable[[Path], bool]:
@@ -430,7 +451,10 @@ DATASETS = [
              lambda d: any(_is_image_file(p) and p.name.lower().startswith("image_") for p in d.iterdir()),
              "a flat folder with Image_01L.jpg, Image_01L_1stHO.png, Image_01L_2ndHO.png",
              _chase_pairs, "Fraz et al., An ensemble classification-based approach applied to retinal blood "
-             "vessel segmentation, IEEE TBME 59(9), 2012", annotators=("1stHO", "2ndHO"), fov=False),
+             "vessel segmentation, IEEE TBME 59(9), 2012", annotators=("1stHO", "2ndHO"), fov=False,
+             source_split="as a source domain: children 01-10 (Image_01L ... Image_10R, 20 images) -> imagesTr/"
+                          "labelsTr, children 11-14 (8 images) -> imagesTs/labelsTs, the split most CHASE_DB1 "
+                          "papers use; every image then needs its label"),
     _Dataset("stare", "STARE", "STARE",
              lambda d: _subdir(d, "stare-images") is not None
              or any(_is_image_file(p) and re.fullmatch(r"im\d+", _stem(p), re.I) for p in d.iterdir()),
@@ -470,8 +494,11 @@ def convert(dataset: _Dataset, args: argparse.Namespace) -> Report:
 def _register(dataset: _Dataset) -> None:
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         if dataset.target:
-            parser.add_argument("--as-training", action="store_true",
-                                help="write the cases to imagesTr/labelsTr instead of imagesTs/labelsTs")
+            split = parser.add_mutually_exclusive_group() if dataset.source_split else parser
+            split.add_argument("--as-training", action="store_true",
+                               help="write the cases to imagesTr/labelsTr instead of imagesTs/labelsTs")
+            if dataset.source_split:
+                split.add_argument("--as-source", action="store_true", help=dataset.source_split)
         parser.add_argument("--spacing", choices=list(SPACING_MODES), default="fov",
                             help="fov (default): one physical scale for every retinal dataset, from the camera's "
                                  "field-of-view angle and the measured FOV diameter, written as per-channel NIfTI so "

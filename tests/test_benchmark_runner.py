@@ -185,7 +185,8 @@ def test_profiles_and_command_line_overrides():
     cpu = apply_overrides(cfg, profile="cpu")  # the 2d settings of the converged CPU profile
     settings = PROFILES["cpu"]["by_configuration"]["2d"]
     assert cpu["device"] == "cpu" and cpu["source"]["plans"] == "nnUNetPlans_cpu"
-    assert cpu["env"] == {"nnUNet_def_n_proc": "1"} == smoke["env"]
+    assert cpu["env"] == {"nnUNet_def_n_proc": "1", "NNUNET_RC_PLOT_EVERY": "10"} == smoke["env"]
+    assert cpu["train_env"] == {"nnUNet_n_proc_DA": "0"} == smoke["train_env"]  # the planner fails at 0
     assert cpu["coarse_plan"] == settings["coarse_plan"] and cpu["schedule"] == settings["schedule"]
     assert "SMOKE" not in cpu["profile_note"] and f"{settings['schedule']['epochs']} epochs" in cpu["profile_note"]
     with pytest.raises(BenchmarkError, match="no settings for configuration '3d_lowres'"):
@@ -230,7 +231,8 @@ def test_paths_from_env_vars_and_dataset_relative_masks(tmp_path, monkeypatch):
     assert plan["folds"] == ["0", "1", "2"]  # three folds by default
 
 
-@pytest.mark.parametrize("name", ["retinal.json", "fetal_feta.json", "fetal_atlas_groups.json", "ms.json"])
+@pytest.mark.parametrize("name", ["retinal.json", "retinal_chase_source.json", "fetal_feta.json",
+                                  "fetal_atlas_groups.json", "ms.json"])
 def test_shipped_protocols_resolve_on_datasets_with_the_readme_ids(name, tmp_path, monkeypatch):
     """Every protocol in benchmarks/configs resolves against datasets with the README's ids (the user edits
     nothing but ids); every trainer it names exists."""
@@ -354,6 +356,10 @@ def test_cpu_profile_end_to_end_on_synthetic_vessels(nnunet_env, tmp_path):
     ckpt = next(Path(res["plan"]["results"]).rglob("nnUNetTrainerDGBaseline__nnUNetPlans_cpu__2d/fold_0/"
                                                    "checkpoint_final.pth"))
     assert ckpt.is_file()
+    # the speed settings reached the training (and only it: nnU-Net's planner fails with nnUNet_n_proc_DA=0)
+    assert res["plan"]["train_env"]["nnUNet_n_proc_DA"] == "0" and "nnUNet_n_proc_DA" not in res["plan"]["env"]
+    assert "NNUNET_RC_PLOT_EVERY=10" in next(ckpt.parent.glob("training_log_*.txt")).read_text()
+    assert (ckpt.parent / "progress.png").is_file()  # the last epoch is always drawn
     conv = res["comparison"]["convergence"]["nnUNetTrainerDGBaseline"]["0"]
     assert conv["epochs"] == 5 and conv["window_epochs"] == 1 and isinstance(conv["converged"], bool)
     table = comparison_table(res["comparison"])

@@ -217,6 +217,33 @@ def test_label_size_mismatch_names_the_file(tmp_path, capsys):
     assert list((tmp_path / "raw").iterdir()) == []
 
 
+def test_chase_as_source_splits_by_child(tmp_path, capsys):
+    """``--as-source``: children 01-10 -> imagesTr, 11-14 -> imagesTs (both eyes of a child on one side);
+    a missing label is then an error, a file name without the child's number too, and it excludes
+    ``--as-training``."""
+    expected = write_chase(tmp_path / "c", names=("Image_01L", "Image_10R", "Image_11L", "Image_14R"))
+    rc, out = convert(capsys, "chase", tmp_path / "c", tmp_path / "raw", 116, "--as-source")
+    assert rc == 0, out
+    folder = only_dataset(tmp_path / "raw")
+    train = {k: v for k, v in expected.items() if k in ("Image_01L", "Image_10R")}
+    check_cases(folder, "Tr", train, masks=False, derived_masks=True)
+    check_cases(folder, "Ts", {k: v for k, v in expected.items() if k not in train}, masks=False,
+                derived_masks=True)
+
+    (tmp_path / "c" / "Image_11L_1stHO.png").unlink()
+    rc, out = convert(capsys, "chase", tmp_path / "c", tmp_path / "raw2", 116, "--as-source")
+    assert rc == 1 and "Image_11L" in out and "no label" in out
+    assert list((tmp_path / "raw2").iterdir()) == []
+
+    write_chase(tmp_path / "d", names=("Image_01L", "Image_extra"))
+    rc, out = convert(capsys, "chase", tmp_path / "d", tmp_path / "raw3", 116, "--as-source")
+    assert rc == 1 and "Image_extra" in out and "Image_<child><L|R>" in out
+
+    with pytest.raises(SystemExit):
+        main(["convert", "chase", str(tmp_path / "c"), "--id", "116", "--as-source", "--as-training"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_label_values_outside_binary_name_the_file(tmp_path, capsys):
     write_chase(tmp_path / "c")
     bad = tmp_path / "c" / "Image_01R_1stHO.png"

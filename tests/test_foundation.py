@@ -200,6 +200,30 @@ def test_schedule_overrides(preprocessed_2d, monkeypatch):
         make_trainer(nnUNetTrainerDGBaseline, preprocessed_2d)
 
 
+def test_plot_every_draws_progress_png_every_nth_and_last_epoch(preprocessed_2d, monkeypatch):
+    """``NNUNET_RC_PLOT_EVERY=3`` with 5 epochs: progress.png after epochs 3 and 5 (indices 2, 4) only; the
+    other epoch-end work (log lines, best checkpoint) still happens every epoch."""
+    from time import time
+
+    monkeypatch.setenv("NNUNET_RC_EPOCHS", "5")
+    monkeypatch.setenv("NNUNET_RC_PLOT_EVERY", "3")
+    trainer = make_trainer(nnUNetTrainerDGBaseline, preprocessed_2d)
+    assert trainer.plot_every == 3
+    plotted = []
+    monkeypatch.setattr(type(trainer.logger), "plot_progress_png",
+                        lambda self, folder: plotted.append(trainer.current_epoch))
+    for epoch in range(5):
+        for key, value in (("epoch_start_timestamps", time()), ("train_losses", 0.5), ("val_losses", 0.4),
+                           ("dice_per_class_or_region", [0.1 * epoch]), ("mean_fg_dice", 0.1 * epoch),
+                           ("lrs", 0.01)):
+            trainer.logger.log(key, value, epoch)
+        trainer.on_epoch_end()
+    assert plotted == [2, 4]
+    assert trainer.current_epoch == 5
+    assert (Path(trainer.output_folder) / "checkpoint_best.pth").is_file()
+    assert Path(trainer.log_file).read_text().count("Epoch time:") == 5
+
+
 def test_augmentation_config_is_logged(preprocessed_2d):
     trainer = make_trainer(nnUNetTrainerFlipForTest, preprocessed_2d)
     log = Path(trainer.log_file).read_text()

@@ -15,7 +15,9 @@ differs from it in one thing only.
 Schedule overrides (for demos, benchmarks and tests; printed to the training log when used): the
 environment variables ``NNUNET_RC_EPOCHS``, ``NNUNET_RC_ITERATIONS`` (training iterations per epoch)
 and ``NNUNET_RC_VAL_ITERATIONS`` replace nnU-Net's ``num_epochs`` (1000), ``num_iterations_per_epoch``
-(250) and ``num_val_iterations_per_epoch`` (50).
+(250) and ``num_val_iterations_per_epoch`` (50); ``NNUNET_RC_PLOT_EVERY=N`` writes nnU-Net's
+``progress.png`` every ``N`` epochs and after the last one instead of after every epoch (nnU-Net draws a
+30 x 54 inch figure: ~0.8 s per epoch on 2 CPU cores, a fifth of a short CPU epoch; nothing else changes).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ SCHEDULE_ENV_VARS = {
     "NNUNET_RC_EPOCHS": "num_epochs",
     "NNUNET_RC_ITERATIONS": "num_iterations_per_epoch",
     "NNUNET_RC_VAL_ITERATIONS": "num_val_iterations_per_epoch",
+    "NNUNET_RC_PLOT_EVERY": "plot_every",
 }
 
 
@@ -50,6 +53,9 @@ class nnUNetTrainerDGBaseline(nnUNetTrainer):
     #: ``seed + 1_000_003 * r + e``: every DDP rank gets different kernels, and a run resumed with
     #: ``--c`` draws exactly what the uninterrupted run would have drawn.
     augmentation_seed: int = 12345
+
+    #: write ``progress.png`` every this many epochs and after the last one (nnU-Net: every epoch)
+    plot_every: int = 1
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -99,6 +105,16 @@ class nnUNetTrainerDGBaseline(nnUNetTrainer):
         super().on_train_epoch_end(train_outputs)
         if self.batch_augmentations:
             self.print_to_log_file(f"batch augmentations applied to {self.num_augmented_batches} training batches")
+
+    def on_epoch_end(self):
+        last = self.current_epoch == self.num_epochs - 1
+        if self.plot_every <= 1 or last or (self.current_epoch + 1) % self.plot_every == 0:
+            return super().on_epoch_end()
+        self.logger.plot_progress_png = lambda output_folder: None  # this epoch only: shadows the method
+        try:
+            super().on_epoch_end()
+        finally:
+            del self.logger.plot_progress_png
 
     # ---- extension point 2: network modification --------------------------------------------------------
     @classmethod

@@ -14,6 +14,7 @@ the config file::
       "schedule": {"epochs": 1, "iterations": 2, "val_iterations": 1}, # optional -> NNUNET_RC_* env vars
       "device": "cuda",                                                # cuda | cpu | mps
       "env": {"nnUNet_def_n_proc": "1"},                               # optional: for every command
+      "train_env": {"nnUNet_n_proc_DA": "0"},                          # optional: nnUNetv2_train only
       "output": "benchmark_out",                                       # default: next to the config
       "results": null,                                                 # optional nnUNet_results override
       "metric": "Dice"                                                 # Dice | HD95
@@ -72,17 +73,26 @@ BASELINE = "nnUNetTrainerDGBaseline"
 #: moved 0.011, the mark is < 0.01).
 #: nnU-Net's final validation exports through a pool of ``nnUNet_def_n_proc`` (default 8) spawned
 #: processes: on 2 cores their start-up alone took ~40 s per training; one process exports the few
-#: validation cases of a fold in seconds.
-CPU_ENV = {"nnUNet_def_n_proc": "1"}
+#: validation cases of a fold in seconds. Two more knobs change the speed only, never what is trained
+#: (measured on DRIVE's ``cpu`` plan, 2 cores, one run: 4.27 s per epoch with nnU-Net's settings, 3.29 s
+#: drawing ``progress.png`` every 10th epoch, 2.71 s with that and ``nnUNet_n_proc_DA=0``):
+#: nnU-Net redraws ``progress.png`` (a 30 x 54 inch figure) after every epoch -- here every 10th epoch and
+#: the last (the trainers' ``NNUNET_RC_PLOT_EVERY``); and nnU-Net's background augmentation workers (2 on
+#: 2 cores) compete with the training step for the cores, while its augmentation of a batch costs ~0.01 s
+#: in the main process (``nnUNet_n_proc_DA=0``, for ``nnUNetv2_train`` only: nnU-Net's planner calls
+#: ``torch.set_num_threads`` with the same number and fails at 0).
+CPU_ENV = {"nnUNet_def_n_proc": "1", "NNUNET_RC_PLOT_EVERY": "10"}
+CPU_TRAIN_ENV = {"nnUNet_n_proc_DA": "0"}
 
 PROFILES = {
     "full": {"schedule": {}, "note": "full profile: nnU-Net's schedule (1000 epochs x 250 iterations)"},
     "gpu-short": {"schedule": {"epochs": 30, "iterations": 250, "val_iterations": 20},
                   "note": "gpu-short profile: 30 epochs x 250 iterations"},
     "smoke": {"schedule": {"epochs": 8, "iterations": 20, "val_iterations": 2}, "device": "cpu", "env": CPU_ENV,
+              "train_env": CPU_TRAIN_ENV,
               "coarse_plan": {"name": "nnUNetPlans_smoke", "spacing_factor": 3.0},
               "note": "smoke profile: SMOKE-SCALE comparison (plan at 3x spacing, 8 epochs x 20 iterations on CPU)"},
-    "cpu": {"device": "cpu", "env": CPU_ENV, "by_configuration": {
+    "cpu": {"device": "cpu", "env": CPU_ENV, "train_env": CPU_TRAIN_ENV, "by_configuration": {
         "2d": {"schedule": {"epochs": 80, "iterations": 16, "val_iterations": 10},
                "coarse_plan": {"name": "nnUNetPlans_cpu", "spacing_factor": 3.0, "base_features": 8}},
     }, "note": "cpu profile: sized for 2 CPU cores (plan at {spacing_factor:g}x spacing, first-stage width "
@@ -136,8 +146,9 @@ def apply_overrides(cfg: dict, profile: str = None, trainers=None, targets=None,
         cfg["schedule"] = dict(prof["schedule"])
         if "device" in prof:
             cfg["device"] = prof["device"]
-        if "env" in prof:
-            cfg["env"] = {**prof["env"], **(cfg.get("env") or {})}
+        for key in ("env", "train_env"):
+            if key in prof:
+                cfg[key] = {**prof[key], **(cfg.get(key) or {})}
         if coarse:
             cfg.setdefault("source", {})["plans"] = coarse["name"]
             cfg["coarse_plan"] = dict(coarse)
@@ -250,6 +261,7 @@ def resolve(cfg: dict) -> dict:
     return {"dataset": str(dataset), "dataset_name": src_raw.name, "configuration": configuration,
             "plans": src.get("plans", "nnUNetPlans"), "trainers": trainers, "baseline": baseline,
             "folds": [str(f) for f in cfg.get("folds", [0, 1, 2])], "targets": targets, "env": env,
+            "train_env": {**env, **{str(k): str(v) for k, v in (cfg.get("train_env") or {}).items()}},
             "device": cfg.get("device", "cuda"), "file_ending": ending, "metric": metric,
             "profile": cfg.get("profile"), "profile_note": cfg.get("profile_note", ""),
             "coarse_plan": cfg.get("coarse_plan"),
@@ -363,7 +375,7 @@ def run_benchmark(config, progress: bool = True) -> dict:
             actions["train_skipped"].append(f"{tr}/fold_{f}")
             continue
         _run(["nnUNetv2_train", plan["dataset"], plan["configuration"], f, "-tr", tr, "-p", plan["plans"],
-              "-device", plan["device"]], logs / f"train_{tr}_fold{f}.log", env)
+              "-device", plan["device"]], logs / f"train_{tr}_fold{f}.log", plan["train_env"])
         actions["trained"].append(f"{tr}/fold_{f}")
 
     pjobs = [(tr, f, t) for tr, f in jobs for t in plan["targets"]]
