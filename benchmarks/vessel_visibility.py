@@ -50,7 +50,9 @@ def visibility(image: np.ndarray, fg: np.ndarray, ring: np.ndarray) -> float:
 
 
 def load_patches(dataset: str, configuration: str, plans: str, cases: int, ring_mm: float) -> dict:
-    """``{"patch", "spacing", "ring_px", "items": [(case, image (C,*patch), fg, ring)]}`` of one plan."""
+    """``{"patch", "spacing", "ring_px", "items"}`` of one plan; each item is a dict with ``case``, ``image``
+    ``(C, *patch)``, the masks ``fg`` and ``ring`` and ``visibility`` (of the unaugmented patch)."""
+    from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
@@ -68,26 +70,20 @@ def load_patches(dataset: str, configuration: str, plans: str, cases: int, ring_
     items = []
     for case in sorted(ds.identifiers)[:cases]:
         data, seg, _, _ = ds.load_case(case)
-        data = np.asarray(data, dtype=np.float32)
-        seg = np.asarray(seg)[0]
+        # the central patch, cropped and padded as nnU-Net's data loader does (image 0, label -1)
+        bbox = []
+        for n, p in zip(data.shape[-len(patch):], patch):
+            lo = (n - p) // 2 if n >= p else -((p - n) // 2)
+            bbox.append([lo, lo + p])
+        img = crop_and_pad_nd(data, bbox, 0).astype(np.float32)
+        lab = crop_and_pad_nd(seg, bbox, -1, cast_cropped_to=np.int16)[0]
         if configuration == "2d":
-            data, seg = data[:, 0], seg[0]  # 2D cases are stored as (C, 1, X, Y)
-        img = np.zeros((data.shape[0], *patch), np.float32)
-        lab = np.full(patch, -1, np.int16)  # padding is neither foreground nor ring
-        src, dst = [], []
-        for n, p in zip(data.shape[1:], patch):
-            lo = max(0, (n - p) // 2)
-            k = min(n, p)
-            off = max(0, (p - n) // 2)
-            src.append(slice(lo, lo + k))
-            dst.append(slice(off, off + k))
-        img[(slice(None), *dst)] = data[(slice(None), *src)]
-        lab[tuple(dst)] = seg[tuple(src)]
+            img, lab = img[:, 0], lab[0]  # 2D cases are stored as (C, 1, X, Y)
         fg = lab > 0
         if not fg.any():
             continue
-        ring = ndimage.binary_dilation(fg, iterations=ring_px) & (lab == 0)
-        items.append((case, img, fg, ring))
+        ring = ndimage.binary_dilation(fg, iterations=ring_px) & (lab == 0)  # padding (-1) is neither
+        items.append({"case": case, "image": img, "fg": fg, "ring": ring, "visibility": visibility(img, fg, ring)})
     if not items:
         raise SystemExit(f"{folder}: no case with foreground in its central patch")
     return {"patch": patch, "spacing": spacing, "ring_px": ring_px, "items": items}
@@ -101,8 +97,8 @@ def rass_sigma_on_foreground(patches: dict) -> tuple:
 
     sigma = rass_sigma_grid(patches["patch"]).numpy()
     means, shares = [], []
-    for _, _, fg, _ in patches["items"]:
-        f = fg.astype(np.float32)
+    for item in patches["items"]:
+        f = item["fg"].astype(np.float32)
         power = np.abs(np.fft.rfftn(f - f.mean())) ** 2
         w = power / power.sum()
         means.append(float((w * sigma).sum()))
@@ -119,12 +115,12 @@ def measure(patches: dict, augmentations: Sequence[str], draws: int, seed: int) 
         aug = AUGMENTATIONS[name](p=1.0)
         generator = torch.Generator().manual_seed(seed)
         rel, scores = [], []
-        for _, img, fg, ring in patches["items"]:
-            base = visibility(img, fg, ring)
+        for item in patches["items"]:
+            img = item["image"]
             x = torch.from_numpy(img)[None].repeat(draws, *([1] * img.ndim))
             y = aug(x, generator=generator)
             scores.append(structure_score(x, y).numpy())
-            rel += [visibility(d, fg, ring) / max(base, 1e-6) for d in y.numpy()]
+            rel += [visibility(d, item["fg"], item["ring"]) / max(item["visibility"], 1e-6) for d in y.numpy()]
         rel = np.asarray(rel)
         rows.append({"augmentation": name, "median_relative": float(np.median(rel)),
                      "p10_relative": float(np.quantile(rel, 0.1)), "lost_share": float((rel < 0.5).mean()),
@@ -149,7 +145,7 @@ def main(argv=None) -> int:
     rows: List[Dict] = []
     for plans in args.plans:
         patches = load_patches(args.dataset, args.configuration, plans, args.cases, args.ring_mm)
-        base = np.mean([visibility(img, fg, ring) for _, img, fg, ring in patches["items"]])
+        base = np.mean([item["visibility"] for item in patches["items"]])
         sigma_fg, share_fg = rass_sigma_on_foreground(patches)
         print(f"\n{plans} {args.configuration}: patch {patches['patch']}, spacing "
               f"{[round(s, 4) for s in patches['spacing']]}, ring {patches['ring_px']} px, "
