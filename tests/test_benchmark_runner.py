@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 
 from conftest import run_cli
 from nnunet_rc.evaluation.benchmark import (PROFILES, BenchmarkError, _run, apply_overrides, compare,
-                                            comparison_table, load_config, resolve, write_comparison)
+                                            comparison_table, load_config, resolve, run_benchmark,
+                                            write_comparison)
 from nnunet_rc.evaluation.stats import case_values, fold_mean, paired_test
 
 
@@ -123,6 +125,15 @@ def test_benchmark_end_to_end_and_resume(preprocessed_2d, tmp_path):
     second = run_cli(["nnunet-rc", "benchmark", "--config", cfg_file])
     assert "trained 0 (skipped 1" in second.stdout and "predicted 0 (skipped 1" in second.stdout
     assert list(csv.reader(open(out / "comparison.csv"))) == rows
+    # a fold trained again after its predictions were made is predicted again
+    fold = tmp_path / "results" / preprocessed_2d["name"] / "nnUNetTrainerDGBaseline__nnUNetPlans__2d" / "fold_0"
+    later = (fold / "checkpoint_final.pth").stat().st_mtime + 60
+    os.utime(fold / "checkpoint_final.pth", (later, later))
+    third = run_benchmark(cfg, progress=False)
+    assert third["actions"]["trained"] == [] and third["actions"]["predicted"] == ["nnUNetTrainerDGBaseline/fold_0/self"]
+    # a finished fold of another schedule (e.g. an earlier version of a profile) is never reused silently
+    with pytest.raises(BenchmarkError, match="holds a finished training of 1 epochs, but this schedule trains 2"):
+        run_benchmark({**cfg, "schedule": {**cfg["schedule"], "epochs": 2}}, progress=False)
 
 
 # ---- statistics, profiles, overrides, shipped protocols ----------------------------------------------------
@@ -207,7 +218,6 @@ def test_profiles_and_command_line_overrides():
 
 def test_a_profile_named_in_the_config_file_is_applied(tmp_path):
     """``"profile": ...`` inside a config takes effect without ``--profile`` (checked before any command runs)."""
-    from nnunet_rc.evaluation.benchmark import run_benchmark
 
     cfg = {"source": {"dataset": 110, "configuration": "2d"}, "trainers": ["nnUNetTrainerDGBaseline"],
            "targets": [], "profile": "fast", "output": str(tmp_path / "out")}
@@ -334,7 +344,6 @@ def test_narrow_network_scales_every_stage(tmp_path):
 def test_cpu_profile_end_to_end_on_synthetic_vessels(nnunet_env, tmp_path):
     """The cpu profile's coarse plan (nnU-Net's planner at 3x spacing, narrowed network) on a synthetic vessel
     dataset, through the real CLI, with a 5-epoch schedule so the converged column is determined."""
-    from nnunet_rc.evaluation.benchmark import run_benchmark
     from nnunet_rc.synthetic.generate import write_benchmark
 
     write_benchmark(nnunet_env["nnUNet_raw"], dim=2, id_base=880, num_train=5, num_test=2, size=96,

@@ -116,6 +116,7 @@ def _gpu_like_venv(path: Path) -> Path:
     return path / "bin" / "python"
 
 
+@pytest.mark.slow  # ~3 min of one test worker: in make test-all, not in make test
 def test_gpu_check_tiny_setting_in_a_gpu_like_environment(tmp_path):
     wheels = tmp_path / "wheels"
     python_version = f"{sys.version_info.major}.{sys.version_info.minor}"

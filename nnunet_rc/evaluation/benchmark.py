@@ -34,8 +34,11 @@ of a paired per-case Wilcoxon signed-rank test (:mod:`.stats`: each case average
 ``converged`` column says per fold whether nnU-Net's EMA pseudo-Dice was flat (moved < 0.01) over the
 last 20 % of the epochs (:mod:`.convergence`; ``n/a`` under 5 epochs).
 
-Resuming: a fold with ``checkpoint_final.pth`` is trained; a prediction folder holding a file for
-every input case is predicted; both are skipped. Evaluation always reruns (cheap). Every command's
+Resuming: a fold with ``checkpoint_final.pth`` is trained and skipped -- unless it was trained for another
+number of epochs than the schedule asks (e.g. under an earlier version of a profile): then the run stops
+with an error naming the folder, never mixing schedules in one table. A prediction folder holding a file
+for every input case, none older than the fold's ``checkpoint_final.pth``, is predicted and skipped (a
+retrained fold is predicted again). Evaluation always reruns (cheap). Every command's
 stdout/stderr goes to ``<output>/logs/<step>.log``; a failing command raises :class:`BenchmarkError`
 naming the command and the log. Outputs: ``comparison.csv`` / ``comparison.json`` / ``comparison.png``
 (mean +- std over folds of the foreground-mean metric) and a terminal table. The column
@@ -53,7 +56,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from .convergence import fold_convergence
+from .convergence import fold_convergence, training_curve
 from .stats import case_values, fold_mean, paired_test
 
 IN_DOMAIN_SUFFIX = " (in-domain)"
@@ -93,7 +96,7 @@ PROFILES = {
               "coarse_plan": {"name": "nnUNetPlans_smoke", "spacing_factor": 3.0},
               "note": "smoke profile: SMOKE-SCALE comparison (plan at 3x spacing, 8 epochs x 20 iterations on CPU)"},
     "cpu": {"device": "cpu", "env": CPU_ENV, "train_env": CPU_TRAIN_ENV, "by_configuration": {
-        "2d": {"schedule": {"epochs": 80, "iterations": 16, "val_iterations": 10},
+        "2d": {"schedule": {"epochs": 120, "iterations": 16, "val_iterations": 10},
                "coarse_plan": {"name": "nnUNetPlans_cpu", "spacing_factor": 3.0, "base_features": 8}},
     }, "note": "cpu profile: sized for 2 CPU cores (plan at {spacing_factor:g}x spacing, first-stage width "
                "{base_features}, {epochs} epochs x {iterations} iterations; see the converged column)"},
@@ -102,6 +105,27 @@ PROFILES = {
 
 class BenchmarkError(RuntimeError):
     """Bad config or a failing nnU-Net command."""
+
+
+def _check_trained_schedule(fold_dir, epochs) -> None:
+    """Raise :class:`BenchmarkError` when the finished training in ``fold_dir`` logged another number of
+    epochs than ``epochs`` (the schedule's ``NNUNET_RC_EPOCHS``; ``None``: nnU-Net's own, not checked)."""
+    if epochs is None:
+        return
+    trained = len(training_curve(fold_dir))
+    if trained != int(epochs):
+        raise BenchmarkError(
+            f"{fold_dir} holds a finished training of {trained} epochs, but this schedule trains {int(epochs)}: "
+            f"move that folder away (or set another nnUNet_results) to train it again, or run the schedule it "
+            f"was trained with")
+
+
+def _predictions_current(pred: Path, files, checkpoint: Path) -> bool:
+    """True when ``pred`` holds every one of ``files`` and none is older than ``checkpoint``."""
+    if not pred.is_dir() or not all((pred / n).is_file() for n in files):
+        return False
+    made = checkpoint.stat().st_mtime if checkpoint.is_file() else 0.0
+    return all((pred / n).stat().st_mtime >= made for n in files)
 
 
 def load_config(path) -> dict:
@@ -372,6 +396,7 @@ def run_benchmark(config, progress: bool = True) -> dict:
     jobs = [(tr, f) for tr in plan["trainers"] for f in plan["folds"]]
     for tr, f in tqdm(jobs, desc="train", unit="run", disable=not progress):
         if (train_dir(tr, f) / "checkpoint_final.pth").is_file():
+            _check_trained_schedule(train_dir(tr, f), plan["env"].get("NNUNET_RC_EPOCHS"))
             actions["train_skipped"].append(f"{tr}/fold_{f}")
             continue
         _run(["nnUNetv2_train", plan["dataset"], plan["configuration"], f, "-tr", tr, "-p", plan["plans"],
@@ -386,7 +411,8 @@ def run_benchmark(config, progress: bool = True) -> dict:
         if not cases:
             raise BenchmarkError(f"target {t['name']}: no images named <case>_0000{plan['file_ending']} in {t['images']}")
         tag = f"{tr}/fold_{f}/{t['name']}"
-        if pred.is_dir() and all((pred / (c + plan["file_ending"])).is_file() for c in cases):
+        if _predictions_current(pred, [c + plan["file_ending"] for c in cases],
+                                train_dir(tr, f) / "checkpoint_final.pth"):
             actions["predict_skipped"].append(tag)
         else:
             _run(["nnUNetv2_predict", "-i", t["images"], "-o", str(pred), "-d", plan["dataset"], "-c",
