@@ -96,7 +96,7 @@ PROFILES = {
               "coarse_plan": {"name": "nnUNetPlans_smoke", "spacing_factor": 3.0},
               "note": "smoke profile: SMOKE-SCALE comparison (plan at 3x spacing, 8 epochs x 20 iterations on CPU)"},
     "cpu": {"device": "cpu", "env": CPU_ENV, "train_env": CPU_TRAIN_ENV, "by_configuration": {
-        "2d": {"schedule": {"epochs": 120, "iterations": 16, "val_iterations": 10},
+        "2d": {"schedule": {"epochs": 110, "iterations": 16, "val_iterations": 10},
                "coarse_plan": {"name": "nnUNetPlans_cpu", "spacing_factor": 3.0, "base_features": 8}},
     }, "note": "cpu profile: sized for 2 CPU cores (plan at {spacing_factor:g}x spacing, first-stage width "
                "{base_features}, {epochs} epochs x {iterations} iterations; see the converged column)"},
