@@ -297,7 +297,7 @@ def test_consistency_loss_values():
 
 TRAINER_NAMES = ["nnUNetTrainerRandConv", "nnUNetTrainerRandConvK3", "nnUNetTrainerRandConvDepth1",
                  "nnUNetTrainerRandConvPerModality", "nnUNetTrainerRandConvMix", "nnUNetTrainerRandConvKeepBG",
-                 "nnUNetTrainerProRandConv", "nnUNetTrainerProRandConvDeform", "nnUNetTrainerGIN",
+                 "nnUNetTrainerRandConvReach", "nnUNetTrainerProRandConv", "nnUNetTrainerProRandConvDeform", "nnUNetTrainerGIN",
                  "nnUNetTrainerRandConvCL"]
 
 
@@ -446,3 +446,36 @@ def test_progressive_block_is_the_stated_formula(shape):
     torch.testing.assert_close(aug.block(x, params), ref, atol=1e-5, rtol=1e-5)
     rows = torch.tensor([shape[0] - 1])
     torch.testing.assert_close(aug.block(x[rows], params, rows), ref[rows], atol=1e-5, rtol=1e-5)
+
+
+def test_kernel_sizes_within_reach_keep_one_physical_reach():
+    from nnunet_rc.augment.randconv import kernel_sizes_within_reach, plan_scale
+
+    assert plan_scale([0.072, 0.072], [23.976, 0.024, 0.024]) == pytest.approx(3.0)  # DRIVE's cpu plan (2D)
+    assert plan_scale([1.0, 2.4, 1.6], [1.0, 0.8, 0.8]) == pytest.approx(3.0)        # the coarsest axis counts
+    assert kernel_sizes_within_reach((1, 3, 5, 7), 1.0) == (1, 3, 5, 7)               # nnU-Net's plans: unchanged
+    assert kernel_sizes_within_reach((1, 3, 5, 7), 1.5) == (1, 3, 5)                  # reach 3.0 kept, 4.5 not
+    assert kernel_sizes_within_reach((1, 3, 5, 7), 3.0) == (1, 3)
+    assert kernel_sizes_within_reach((3, 5), 8.0) == (1,)                            # nothing within: the per-voxel kernel only
+    with pytest.raises(ValueError, match="do not match"):
+        plan_scale([1.0, 1.0, 1.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match="odd"):
+        kernel_sizes_within_reach((2, 3), 1.0)
+
+
+@pytest.mark.parametrize("factor, sizes", [(1.0, (1, 3, 5, 7)), (3.0, (1, 3))])
+def test_reach_trainer_limits_kernel_sizes_by_the_plans_spacing(preprocessed_2d, factor, sizes):
+    import json
+
+    pre = Path(os.environ["nnUNet_preprocessed"]) / preprocessed_2d["name"]
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    plans["continue_training"] = False  # as conftest.make_trainer
+    cfg = plans["configurations"][preprocessed_2d["config"]]
+    assert cfg["spacing"] == pytest.approx(plans["original_median_spacing_after_transp"][-2:])
+    cfg["spacing"] = [v * factor for v in cfg["spacing"]]  # as the cpu profile's coarse plan at factor 3
+    trainer = _cls("nnUNetTrainerRandConvReach")(plans, preprocessed_2d["config"], 0,
+                                                  json.loads((pre / "dataset.json").read_text()),
+                                                  device=torch.device("cpu"))
+    (aug,) = trainer.batch_augmentations
+    assert aug.kernel_sizes == sizes and aug.p == 0.5
+    assert _cls("nnUNetTrainerRandConv").rc_kernel_sizes is None  # the class default is not touched

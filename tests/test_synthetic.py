@@ -164,3 +164,29 @@ def test_make_synthetic_cli(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().out
     assert main(args + ["--overwrite"]) == 0
     assert main(["make-synthetic", "--out", str(tmp_path / "x"), "--targets", "nosuch"]) == 1
+
+
+def test_3d_shape_and_spacing_like_the_fetal_atlases(tmp_path, capsys):
+    """Volumes of another shape and spacing (the fetal atlases: ~155 x 190 x 135 voxels at 0.8 mm) for the 3D
+    cpu profile; a cube of side n is the same phantom as before."""
+    import SimpleITK as sitk
+
+    from nnunet_rc.cli import main
+
+    np.testing.assert_array_equal(make_case(0, "Tr", 1, 3, 20)["tissue"], make_case(0, "Tr", 1, 3, (20, 20, 20))["tissue"])
+    assert main(["make-synthetic", "--out", str(tmp_path), "--dim", "3", "--num-train", "1", "--num-test", "1",
+                 "--id-base", "960", "--targets", "blur", "--size", "24", "30", "18", "--spacing", "0.8"]) == 0
+    src = tmp_path / "Dataset960_SynthBrainSource"
+    img = sitk.ReadImage(str(src / "imagesTr" / "train000_0000.nii.gz"))
+    assert img.GetSize() == (18, 30, 24) and img.GetSpacing() == pytest.approx((0.8, 0.8, 0.8))
+    tissue = make_case(0, "Tr", 0, 3, (24, 30, 18))["tissue"]
+    assert tissue.shape == (24, 30, 18) and (tissue == 5).any() and (tissue[[0, -1]] == 0).all()  # ventricles, air
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(src / "labelsTr" / "train000.nii.gz")))
+    assert label.shape == (24, 30, 18) and label.any()
+    meta = json.loads((src / "dataset.json").read_text())["nnunet_rc_synthetic"]
+    assert meta["size"] == [24, 30, 18] and meta["spacing"] == [0.8, 0.8, 0.8]
+    capsys.readouterr()
+    assert main(["make-synthetic", "--out", str(tmp_path / "x"), "--dim", "3", "--size", "24", "30"]) == 1
+    assert "size must be one int or 3 ints" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="2D PNGs carry no spacing"):
+        write_benchmark(tmp_path / "y", dim=2, num_train=1, num_test=1, spacing=0.8, progress=False)

@@ -14,6 +14,7 @@ from torch import autocast
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_rc.augment import GIN, BatchAugmentation, ProgressiveRandConv, RandConv
+from nnunet_rc.augment.randconv import DEFAULT_KERNEL_SIZES, kernel_sizes_within_reach, plan_scale
 from nnunet_rc.losses import consistency_loss
 
 from .base import nnUNetTrainerDGBaseline
@@ -21,6 +22,7 @@ from .base import nnUNetTrainerDGBaseline
 __all__ = [
     "nnUNetTrainerRandConv", "nnUNetTrainerRandConvK3", "nnUNetTrainerRandConvDepth1",
     "nnUNetTrainerRandConvPerModality", "nnUNetTrainerRandConvMix", "nnUNetTrainerRandConvKeepBG",
+    "nnUNetTrainerRandConvReach",
     "nnUNetTrainerProRandConv", "nnUNetTrainerProRandConvDeform", "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL",
 ]
 
@@ -63,6 +65,23 @@ class nnUNetTrainerRandConvMix(nnUNetTrainerRandConv):
 class nnUNetTrainerRandConvKeepBG(nnUNetTrainerRandConv):
     """RandConv leaving the zero background (nonzero-mask normalization) untouched."""
     rc_keep_background = True
+
+
+class nnUNetTrainerRandConvReach(nnUNetTrainerRandConv):
+    """RandConv whose kernels keep one physical reach at any plan: of the kernel sizes, only those whose reach
+    in the dataset's own voxels, ``(k - 1)/2 * s``, is at most ``rc_max_reach`` (3: the largest 2D default's
+    reach at ``s = 1``), ``s`` = the plan's spacing over the dataset's median spacing (largest axis ratio).
+    Same as ``nnUNetTrainerRandConv`` at nnU-Net's full-resolution plans (``s = 1``); ``{1, 3}`` instead of
+    ``{1, 3, 5, 7}`` at the ``cpu`` profile's plan (``s = 3``), where a 7-wide kernel spans 21 of DRIVE's
+    pixels across vessels 1-8 pixels wide. Attempt A1 of docs/trainer_attempts.md (a variant until it is kept)."""
+    rc_max_reach: float = 3.0
+
+    def build_batch_augmentations(self) -> List[BatchAugmentation]:
+        scale = plan_scale(self.configuration_manager.spacing,
+                           self.plans_manager.plans["original_median_spacing_after_transp"])
+        sizes = self.rc_kernel_sizes or DEFAULT_KERNEL_SIZES[len(self.configuration_manager.patch_size)]
+        self.rc_kernel_sizes = kernel_sizes_within_reach(sizes, scale, self.rc_max_reach)
+        return super().build_batch_augmentations()
 
 
 class nnUNetTrainerProRandConv(nnUNetTrainerDGBaseline):

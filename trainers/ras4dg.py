@@ -60,6 +60,12 @@ class nnUNetTrainerRASS(_RAS4DGAugmentations):
     use_rass = True
 
 
+class nnUNetTrainerRASSp05(nnUNetTrainerRASS):
+    """RASS on half the samples (``p = 0.5``; the paper's ``p = 1`` never shows the network an unaugmented
+    image). Attempt A2 of docs/trainer_attempts.md (a variant until it is kept)."""
+    rass_p = 0.5
+
+
 class nnUNetTrainerRMS(_RAS4DGAugmentations):
     """RMS only."""
     use_rms = True

@@ -24,7 +24,11 @@ import torch.nn.functional as F
 from .base import BatchAugmentation, rand, randint, randn, register_augmentation
 
 __all__ = ["RandConv", "ProgressiveRandConv", "ProgressiveRandConvDeform", "GIN", "grouped_random_conv",
-           "random_jitter_offsets", "jitter_warp", "jitter_warp_plan"]
+           "random_jitter_offsets", "jitter_warp", "jitter_warp_plan", "DEFAULT_KERNEL_SIZES", "plan_scale",
+           "kernel_sizes_within_reach"]
+
+#: RandConv's default kernel sizes by number of spatial axes (methods.md)
+DEFAULT_KERNEL_SIZES = {2: (1, 3, 5, 7), 3: (1, 3, 5)}
 
 
 def _conv_nd(ndim_spatial: int):
@@ -119,6 +123,30 @@ def _check_sizes(kernel_sizes: Sequence[int], what: str) -> tuple:
     return ks
 
 
+def plan_scale(plan_spacing: Sequence[float], original_spacing: Sequence[float]) -> float:
+    """How many of the dataset's own voxels one voxel of a plan spans: the largest ratio
+    ``plan_spacing[i] / original_spacing[i]`` over the plan's axes (``original_spacing`` may have more
+    axes, as nnU-Net's ``original_median_spacing_after_transp`` has for 2D data; its last ones are used).
+    1 at nnU-Net's full-resolution plans, 3 at a plan with 3x the spacing."""
+    plan = [float(v) for v in plan_spacing]
+    orig = [float(v) for v in original_spacing][-len(plan):]
+    if len(orig) != len(plan) or min(plan + orig) <= 0:
+        raise ValueError(f"plan_scale: spacings {plan_spacing} and {original_spacing} do not match")
+    return max(a / b for a, b in zip(plan, orig))
+
+
+def kernel_sizes_within_reach(kernel_sizes: Sequence[int], scale: float, max_reach: float = 3.0) -> tuple:
+    """The sizes ``k`` of ``kernel_sizes`` whose reach in the dataset's own voxels, ``(k - 1) / 2 * scale``,
+    is at most ``max_reach`` (``1`` has no reach and is always kept; when nothing is left the answer is
+    ``(1,)``, a per-voxel random channel mix). With ``scale`` from :func:`plan_scale`: ``(1, 3, 5, 7)``
+    stays whole at ``scale = 1`` and becomes ``(1, 3)`` at ``scale = 3``."""
+    ks = _check_sizes(kernel_sizes, "kernel_sizes_within_reach")
+    if scale <= 0:
+        raise ValueError(f"kernel_sizes_within_reach: scale must be positive, got {scale}")
+    kept = tuple(k for k in ks if k == 1 or (k - 1) / 2 * scale <= max_reach + 1e-6)
+    return kept or (1,)
+
+
 @register_augmentation
 class RandConv(BatchAugmentation):
     """Random Convolutions (RC): a shallow random linear CNN, drawn anew per sample and batch.
@@ -156,7 +184,7 @@ class RandConv(BatchAugmentation):
     def _sizes(self, x: torch.Tensor) -> tuple:
         if self.kernel_sizes is not None:
             return self.kernel_sizes
-        return (1, 3, 5, 7) if x.ndim == 4 else (1, 3, 5)
+        return DEFAULT_KERNEL_SIZES[x.ndim - 2]
 
     def get_parameters(self, x: torch.Tensor, generator: Optional[torch.Generator]) -> dict:
         n, c = x.shape[:2]

@@ -18,10 +18,18 @@ def add_arguments(parser) -> None:
                         help="dataset id of the source; targets get the following ids (default 970)")
     parser.add_argument("--num-train", type=int, default=40, help="source training cases (default 40)")
     parser.add_argument("--num-test", type=int, default=10, help="test cases per domain (default 10)")
-    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default 64 in 2D, 32 in 3D)")
+    parser.add_argument("--size", type=int, nargs="+", default=None,
+                        help="image side in pixels (default 64 in 2D, 32 in 3D); in 3D also three sides Z Y X, "
+                             "e.g. 155 190 135 for volumes the size of the fetal brain atlases")
+    parser.add_argument("--spacing", type=float, nargs="+", default=[1.0],
+                        help="3D only: voxel spacing in mm, one value or Z Y X (default 1.0; the fetal atlases' 0.8)")
     parser.add_argument("--targets", nargs="+", default=None,
                         help="target domains (default: inverted texture blur)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing datasets with the same ids")
+
+
+def _one_or_three(values):
+    return values if values is None or len(values) != 1 else values[0]
 
 
 def run(args) -> int:
@@ -34,8 +42,9 @@ def run(args) -> int:
         return 2
     try:
         bench = write_benchmark(out, dim=args.dim, seed=args.seed, id_base=args.id_base, num_train=args.num_train,
-                                num_test=args.num_test, size=args.size, targets=tuple(args.targets or TARGET_DOMAINS),
-                                overwrite=args.overwrite)
+                                num_test=args.num_test, size=_one_or_three(args.size),
+                                targets=tuple(args.targets or TARGET_DOMAINS), overwrite=args.overwrite,
+                                spacing=_one_or_three(args.spacing))
     except (ConversionError, ValueError) as e:
         print(f"error: {e}")
         return 1

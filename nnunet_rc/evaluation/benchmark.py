@@ -72,8 +72,8 @@ BASELINE = "nnUNetTrainerDGBaseline"
 #: configuration a coarse plan made by nnU-Net's own planner (``spacing_factor`` x the source's spacing)
 #: with the network narrowed to ``base_features`` in the first stage (every stage scaled alike; at DRIVE's
 #: coarse plan width 16 costs 1/3 and width 8 1/6 of nnU-Net's 32 per step), and the schedule chosen by
-#: the measurements and the rule written in docs/cpu_profile.md (2d only so far: DRIVE's baseline fold 0
-#: moved 0.011, the mark is < 0.01).
+#: the measurements and the rule written in docs/cpu_profile.md (2d only so far: 110 x 16 fits
+#: DRIVE -> CHASE_DB1 in 1 h 57 min; 10 of its 18 folds reached the plateau).
 #: nnU-Net's final validation exports through a pool of ``nnUNet_def_n_proc`` (default 8) spawned
 #: processes: on 2 cores their start-up alone took ~40 s per training; one process exports the few
 #: validation cases of a fold in seconds. Two more knobs change the speed only, never what is trained

@@ -116,36 +116,49 @@ def vessel_tree(size: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.nda
     return label, soft, root
 
 
-def brain_phantom(size: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Brain-like phantom on a ``size^3`` grid with 2-5 blob lesions in the white matter.
+def brain_phantom(size, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Brain-like phantom on a ``size^3`` grid (or a grid of shape ``size`` = ``(Z, Y, X)``; the ellipsoid
+    then stretches with it) with 2-5 blob lesions in the white matter.
 
     Returns ``(label, tissue, lesion_soft)``: ``label`` uint8 {0, 1} (lesions), ``tissue`` int8 with
     0 air, 1 skull, 2 CSF, 3 grey matter, 4 white matter, 5 ventricles, and the soft lesion map.
+    Lesion radii and the wobble's smoothness scale with the shortest side.
     """
-    g = np.mgrid[0:size, 0:size, 0:size].astype(np.float32) / (size - 1) * 2 - 1
+    shape = _grid_shape(size, 3)
+    side = min(shape)
+    g = np.mgrid[tuple(slice(0, n) for n in shape)].astype(np.float32)
+    g = g / (np.array(shape, np.float32) - 1).reshape(3, 1, 1, 1) * 2 - 1
     c = rng.uniform(-0.05, 0.05, 3)
     radii = np.array([0.8, 0.88, 0.75]) * rng.uniform(0.92, 1.05, 3)
     r = np.sqrt(sum(((g[i] - c[i]) / radii[i]) ** 2 for i in range(3)))
-    wobble = 0.04 * _smooth_field((size,) * 3, rng, size / 8)
+    wobble = 0.04 * _smooth_field(shape, rng, side / 8)
     r = r + wobble
-    tissue = np.zeros((size,) * 3, np.int8)
+    tissue = np.zeros(shape, np.int8)
     tissue[r < 1.0] = 1
     tissue[r < 0.9] = 2
     tissue[r < 0.84] = 3
     tissue[r < 0.66] = 4
     vent = np.sqrt(((g[0] - c[0]) / 0.12) ** 2 + ((g[1] - c[1]) / 0.3) ** 2 + ((np.abs(g[2] - c[2]) - 0.14) / 0.08) ** 2)
     tissue[vent < 1] = 5
-    soft = np.zeros((size,) * 3, np.float32)
+    soft = np.zeros(shape, np.float32)
     wm = np.argwhere(tissue == 4)
     for _ in range(int(rng.integers(2, 6))):
         center = wm[rng.integers(len(wm))]
-        rad = rng.uniform(0.05, 0.1) * size
-        d = np.sqrt(sum((np.arange(size)[tuple(slice(None) if j == i else None for j in range(3))] - center[i]) ** 2
+        rad = rng.uniform(0.05, 0.1) * side
+        d = np.sqrt(sum((np.arange(shape[i])[tuple(slice(None) if j == i else None for j in range(3))] - center[i]) ** 2
                         for i in range(3)))
         soft = np.maximum(soft, np.clip(rad + 0.5 - d, 0, 1))
     soft *= (tissue == 4) | (tissue == 3)
     label = (soft >= 0.5).astype(np.uint8)
     return label, tissue, soft
+
+
+def _grid_shape(size, dim: int) -> tuple:
+    """``size`` (an int: a square/cube, or ``dim`` ints) as a shape tuple; every side >= 8."""
+    shape = (int(size),) * dim if np.isscalar(size) else tuple(int(n) for n in size)
+    if len(shape) != dim or min(shape) < 8:
+        raise ValueError(f"size must be one int or {dim} ints, each >= 8, got {size}")
+    return shape
 
 
 # ---- appearance ----------------------------------------------------------------------------------------
@@ -257,11 +270,14 @@ class SyntheticBenchmark:
 
 
 def write_benchmark(out_root, dim: int = 2, seed: int = 0, id_base: int = 970, num_train: int = 40,
-                    num_test: int = 10, size: Optional[int] = None, targets=TARGET_DOMAINS,
-                    overwrite: bool = False, progress: bool = True) -> SyntheticBenchmark:
+                    num_test: int = 10, size=None, targets=TARGET_DOMAINS,
+                    overwrite: bool = False, progress: bool = True, spacing=1.0) -> SyntheticBenchmark:
     """Write the source dataset (id ``id_base``) and one dataset per target domain (``id_base + k``).
 
-    ``size``: image side (default 64 in 2D, 32 in 3D). Returns a :class:`SyntheticBenchmark`.
+    ``size``: image side (default 64 in 2D, 32 in 3D); in 3D also a shape ``(Z, Y, X)`` (array order),
+    e.g. ``(155, 190, 135)`` for volumes the size of the fetal brain atlases. ``spacing`` (3D only): voxel
+    spacing in mm, one value or ``(Z, Y, X)`` (default 1.0; the atlases' is 0.8); it changes only the
+    files' header, so nnU-Net's planner sees the physical size. Returns a :class:`SyntheticBenchmark`.
     """
     from PIL import Image
     import SimpleITK as sitk
@@ -271,6 +287,14 @@ def write_benchmark(out_root, dim: int = 2, seed: int = 0, id_base: int = 970, n
     if dim not in (2, 3):
         raise ValueError(f"dim must be 2 or 3, got {dim}")
     size = size or (64 if dim == 2 else 32)
+    if dim == 2 and not np.isscalar(size):
+        raise ValueError(f"size in 2D is one int (the square's side), got {size}")
+    shape = _grid_shape(size, dim)
+    sp = (float(spacing),) * 3 if np.isscalar(spacing) else tuple(float(v) for v in spacing)
+    if len(sp) != 3 or min(sp) <= 0:
+        raise ValueError(f"spacing must be one positive number or 3 (Z, Y, X), got {spacing}")
+    if dim == 2 and sp != (1.0, 1.0, 1.0):
+        raise ValueError("spacing is for 3D (2D PNGs carry no spacing)")
     if num_train < 1 or num_test < 1:
         raise ValueError("num_train and num_test must be >= 1")
     unknown = [t for t in targets if t not in TARGET_DOMAINS]
@@ -284,7 +308,7 @@ def write_benchmark(out_root, dim: int = 2, seed: int = 0, id_base: int = 970, n
             data = arr.astype(np.uint8) if is_label else np.round(arr * 255).astype(np.uint8)
             return Image.fromarray(data, mode="L")
         im = sitk.GetImageFromArray(arr.astype(np.uint8) if is_label else arr.astype(np.float32))
-        im.SetSpacing((1.0, 1.0, 1.0))
+        im.SetSpacing(sp[::-1])  # SimpleITK's order is (X, Y, Z)
         return im
 
     def loader(domain: str, split: str, index: int) -> Callable[[], CaseData]:
@@ -307,8 +331,9 @@ def write_benchmark(out_root, dim: int = 2, seed: int = 0, id_base: int = 970, n
             labels={"background": 0, "vessel" if dim == 2 else "lesion": 1}, file_ending=ending,
             description=f"nnunet_rc synthetic {'2D vessel' if dim == 2 else '3D brain-lesion'} benchmark, "
                         f"domain '{domain}', seed {seed}",
-            license="CC0 (synthetic)", extra_json={"nnunet_rc_synthetic": {"domain": domain, "seed": seed,
-                                                                           "size": size, "dim": dim}})
+            license="CC0 (synthetic)", extra_json={"nnunet_rc_synthetic": {
+                "domain": domain, "seed": seed, "size": size if np.isscalar(size) else list(shape), "dim": dim,
+                **({"spacing": list(sp)} if dim == 3 else {})}})
         report = write_dataset(spec, cases, out_root, overwrite=overwrite, progress=progress)
         folders[domain] = report.path
         ids[domain] = did
