@@ -205,16 +205,20 @@ def preprocessed_3d(nnunet_env):
 
 # ---- in-process trainer helpers ---------------------------------------------------------------------------
 
-def make_trainer(trainer_cls, dataset: dict, fold=0):
-    """Instantiate ``trainer_cls`` on a preprocessed fixture dataset (CPU) and initialize it."""
+def make_trainer(trainer_cls, dataset: dict, fold=0, edit_plans=None, initialize: bool = True):
+    """Instantiate ``trainer_cls`` on a preprocessed fixture dataset (CPU) and initialize it.
+    ``edit_plans(plans)`` may change the plans dict in place first (e.g. a coarser spacing)."""
     import torch
 
     pre = Path(os.environ["nnUNet_preprocessed"]) / dataset["name"]
     plans = json.loads((pre / "nnUNetPlans.json").read_text())
     plans["continue_training"] = False
+    if edit_plans is not None:
+        edit_plans(plans)
     dataset_json = json.loads((pre / "dataset.json").read_text())
     trainer = trainer_cls(plans, dataset["config"], fold, dataset_json, device=torch.device("cpu"))
-    trainer.initialize()
+    if initialize:
+        trainer.initialize()
     return trainer
 
 

@@ -130,7 +130,8 @@ def test_benchmark_end_to_end_and_resume(preprocessed_2d, tmp_path):
     later = (fold / "checkpoint_final.pth").stat().st_mtime + 60
     os.utime(fold / "checkpoint_final.pth", (later, later))
     third = run_benchmark(cfg, progress=False)
-    assert third["actions"]["trained"] == [] and third["actions"]["predicted"] == ["nnUNetTrainerDGBaseline/fold_0/self"]
+    assert third["actions"]["trained"] == []
+    assert third["actions"]["predicted"] == ["nnUNetTrainerDGBaseline/fold_0/self"]
     # a finished fold of another schedule (e.g. an earlier version of a profile) is never reused silently
     with pytest.raises(BenchmarkError, match="holds a finished training of 1 epochs, but this schedule trains 2"):
         run_benchmark({**cfg, "schedule": {**cfg["schedule"], "epochs": 2}}, progress=False)

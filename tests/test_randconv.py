@@ -297,8 +297,8 @@ def test_consistency_loss_values():
 
 TRAINER_NAMES = ["nnUNetTrainerRandConv", "nnUNetTrainerRandConvK3", "nnUNetTrainerRandConvDepth1",
                  "nnUNetTrainerRandConvPerModality", "nnUNetTrainerRandConvMix", "nnUNetTrainerRandConvKeepBG",
-                 "nnUNetTrainerRandConvReach", "nnUNetTrainerProRandConv", "nnUNetTrainerProRandConvDeform", "nnUNetTrainerGIN",
-                 "nnUNetTrainerRandConvCL"]
+                 "nnUNetTrainerRandConvReach", "nnUNetTrainerProRandConv", "nnUNetTrainerProRandConvDeform",
+                 "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL"]
 
 
 def _cls(name):
@@ -456,7 +456,7 @@ def test_kernel_sizes_within_reach_keep_one_physical_reach():
     assert kernel_sizes_within_reach((1, 3, 5, 7), 1.0) == (1, 3, 5, 7)               # nnU-Net's plans: unchanged
     assert kernel_sizes_within_reach((1, 3, 5, 7), 1.5) == (1, 3, 5)                  # reach 3.0 kept, 4.5 not
     assert kernel_sizes_within_reach((1, 3, 5, 7), 3.0) == (1, 3)
-    assert kernel_sizes_within_reach((3, 5), 8.0) == (1,)                            # nothing within: the per-voxel kernel only
+    assert kernel_sizes_within_reach((3, 5), 8.0) == (1,)  # nothing within: the per-voxel kernel only
     with pytest.raises(ValueError, match="do not match"):
         plan_scale([1.0, 1.0, 1.0], [1.0, 1.0])
     with pytest.raises(ValueError, match="odd"):
@@ -465,17 +465,14 @@ def test_kernel_sizes_within_reach_keep_one_physical_reach():
 
 @pytest.mark.parametrize("factor, sizes", [(1.0, (1, 3, 5, 7)), (3.0, (1, 3))])
 def test_reach_trainer_limits_kernel_sizes_by_the_plans_spacing(preprocessed_2d, factor, sizes):
-    import json
+    from conftest import make_trainer
 
-    pre = Path(os.environ["nnUNet_preprocessed"]) / preprocessed_2d["name"]
-    plans = json.loads((pre / "nnUNetPlans.json").read_text())
-    plans["continue_training"] = False  # as conftest.make_trainer
-    cfg = plans["configurations"][preprocessed_2d["config"]]
-    assert cfg["spacing"] == pytest.approx(plans["original_median_spacing_after_transp"][-2:])
-    cfg["spacing"] = [v * factor for v in cfg["spacing"]]  # as the cpu profile's coarse plan at factor 3
-    trainer = _cls("nnUNetTrainerRandConvReach")(plans, preprocessed_2d["config"], 0,
-                                                  json.loads((pre / "dataset.json").read_text()),
-                                                  device=torch.device("cpu"))
+    def coarser(plans):  # as the cpu profile's coarse plan at factor 3
+        cfg = plans["configurations"][preprocessed_2d["config"]]
+        assert cfg["spacing"] == pytest.approx(plans["original_median_spacing_after_transp"][-2:])
+        cfg["spacing"] = [v * factor for v in cfg["spacing"]]
+
+    trainer = make_trainer(_cls("nnUNetTrainerRandConvReach"), preprocessed_2d, edit_plans=coarser, initialize=False)
     (aug,) = trainer.batch_augmentations
     assert aug.kernel_sizes == sizes and aug.p == 0.5
     assert _cls("nnUNetTrainerRandConv").rc_kernel_sizes is None  # the class default is not touched

@@ -173,7 +173,8 @@ def test_3d_shape_and_spacing_like_the_fetal_atlases(tmp_path, capsys):
 
     from nnunet_rc.cli import main
 
-    np.testing.assert_array_equal(make_case(0, "Tr", 1, 3, 20)["tissue"], make_case(0, "Tr", 1, 3, (20, 20, 20))["tissue"])
+    np.testing.assert_array_equal(make_case(0, "Tr", 1, 3, 20)["tissue"],
+                                  make_case(0, "Tr", 1, 3, (20, 20, 20))["tissue"])
     assert main(["make-synthetic", "--out", str(tmp_path), "--dim", "3", "--num-train", "1", "--num-test", "1",
                  "--id-base", "960", "--targets", "blur", "--size", "24", "30", "18", "--spacing", "0.8"]) == 0
     src = tmp_path / "Dataset960_SynthBrainSource"

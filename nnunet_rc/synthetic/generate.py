@@ -145,8 +145,8 @@ def brain_phantom(size, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarra
     for _ in range(int(rng.integers(2, 6))):
         center = wm[rng.integers(len(wm))]
         rad = rng.uniform(0.05, 0.1) * side
-        d = np.sqrt(sum((np.arange(shape[i])[tuple(slice(None) if j == i else None for j in range(3))] - center[i]) ** 2
-                        for i in range(3)))
+        d = np.sqrt(sum((np.arange(shape[i])[tuple(slice(None) if j == i else None for j in range(3))]
+                         - center[i]) ** 2 for i in range(3)))
         soft = np.maximum(soft, np.clip(rad + 0.5 - d, 0, 1))
     soft *= (tissue == 4) | (tissue == 3)
     label = (soft >= 0.5).astype(np.uint8)
