@@ -7,6 +7,7 @@ for trainings of a few iterations.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,6 +29,17 @@ SHORT_SCHEDULE = {"NNUNET_RC_EPOCHS": "1", "NNUNET_RC_ITERATIONS": "2", "NNUNET_
 TEST_DEVICE = os.environ.get("NNUNET_RC_TEST_DEVICE", "cpu")
 CUDA_ITERATIONS = 8
 MAX_RECOMPILES = 3
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` imported as module ``name`` (the scripts are not a package); registered in
+    ``sys.modules``, where dataclasses look their module up."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def train_iterations(env: dict) -> int:

@@ -1,21 +1,15 @@
 """benchmarks/attempt_verdict.py: the attempts rule of docs/trainer_attempts.md on hand-made comparisons."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "attempt_verdict.py"
+from conftest import load_benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("attempt_verdict", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("attempt_verdict")
 
 
 def _comparison(in_shift, ood_shift, fold_shift=(0.02, 0.02, 0.02), targets=("B",)):

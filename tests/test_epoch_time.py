@@ -1,17 +1,13 @@
 """benchmarks/epoch_time.py: parsing nnU-Net's training logs, the ratios, and one tiny real CPU run."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "epoch_time.py"
-_spec = importlib.util.spec_from_file_location("epoch_time", _PATH)
-epoch_time = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(epoch_time)
+epoch_time = load_benchmark("epoch_time")
 
 LOG = """2026-11-22 15:22:22.516396: Using torch.compile...
 2026-11-22 15:22:27.818961: Epoch 0

@@ -9,7 +9,6 @@ wheel missing from the set fails the run with an ImportError.
 from __future__ import annotations
 
 import importlib.metadata as md
-import importlib.util
 import json
 import os
 import re
@@ -18,20 +17,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_wheels = _load("gpu_wheels")
-gpu_check = _load("gpu_check")
+gpu_wheels = load_benchmark("gpu_wheels")
+gpu_check = load_benchmark("gpu_check")
 
 
 def test_split_into_parts_first_fit_decreasing():

@@ -2,21 +2,18 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import load_benchmark
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vessel_visibility.py"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("vessel_visibility", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("vessel_visibility")
 
 
 def test_visibility_separates_inverts_and_vanishes():
