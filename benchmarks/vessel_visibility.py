@@ -16,11 +16,16 @@ patch: ``relative = visibility(draw) / visibility(input)``. Reported per plan an
 and 10th percentile of ``relative``, the share of draws that lost more than half of it (``lost``), and
 the median structure score; per plan also RASS's ``sigma`` averaged over the foreground's spectrum.
 
+With ``--per-kernel-size`` RandConv gets one more row per kernel size of its default set (``RandConv k=3``:
+the same augmentation with ``kernel_sizes=(3,)``, depth still drawn from 1-4), to see which sizes lose the
+structure: RandConv's default draws a size uniformly per sample, so its own row pools them.
+
 Comparing a coarse plan with the native one (``-p nnUNetPlans_cpu nnUNetPlans``, both preprocessed for
 ``-c``) shows whether an augmentation hits the structure harder at the plan's resolution: its parameters
 (kernel sizes in voxels, RASS's frequency schedule in cycles per patch) are defined on the voxel grid.
 
     python benchmarks/vessel_visibility.py -d 110 -c 2d -p nnUNetPlans_cpu nnUNetPlans --draws 25 --csv vis.csv
+    python benchmarks/vessel_visibility.py -d 110 -c 2d -p nnUNetPlans_cpu -a RandConv --per-kernel-size
 """
 from __future__ import annotations
 
@@ -106,13 +111,29 @@ def rass_sigma_on_foreground(patches: dict) -> tuple:
     return float(np.mean(means)), float(np.mean(shares))
 
 
-def measure(patches: dict, augmentations: Sequence[str], draws: int, seed: int) -> List[dict]:
+def augmentation_rows(names: Sequence[str], per_kernel_size: bool, ndim: int) -> List[tuple]:
+    """``(label, name, kwargs)`` per row of the table: each of ``names`` with its defaults and, with
+    ``per_kernel_size``, RandConv once more per kernel size of its default set for ``ndim`` spatial axes."""
+    from nnunet_rc.augment.randconv import DEFAULT_KERNEL_SIZES
+
+    rows = []
+    for name in names:
+        rows.append((name, name, {}))
+        if per_kernel_size and name == "RandConv":
+            rows += [(f"RandConv k={k}", name, {"kernel_sizes": (k,)}) for k in DEFAULT_KERNEL_SIZES[ndim]]
+    return rows
+
+
+def measure(patches: dict, augmentations: Sequence, draws: int, seed: int) -> List[dict]:
+    """One row per augmentation: a name (defaults) or a ``(label, name, kwargs)`` of :func:`augmentation_rows`;
+    every row starts from the same ``seed``."""
     from nnunet_rc.augment import AUGMENTATIONS
     from nnunet_rc.augment.structure import structure_score
 
     rows = []
-    for name in tqdm(augmentations, desc="augmentations", leave=False):
-        aug = AUGMENTATIONS[name](p=1.0)
+    for spec in tqdm(augmentations, desc="augmentations", leave=False):
+        label, name, kwargs = (spec, spec, {}) if isinstance(spec, str) else spec
+        aug = AUGMENTATIONS[name](p=1.0, **kwargs)
         generator = torch.Generator().manual_seed(seed)
         rel, scores = [], []
         for item in patches["items"]:
@@ -122,7 +143,7 @@ def measure(patches: dict, augmentations: Sequence[str], draws: int, seed: int) 
             scores.append(structure_score(x, y).numpy())
             rel += [visibility(d, item["fg"], item["ring"]) / max(item["visibility"], 1e-6) for d in y.numpy()]
         rel = np.asarray(rel)
-        rows.append({"augmentation": name, "median_relative": float(np.median(rel)),
+        rows.append({"augmentation": label, "median_relative": float(np.median(rel)),
                      "p10_relative": float(np.quantile(rel, 0.1)), "lost_share": float((rel < 0.5).mean()),
                      "median_structure_score": float(np.median(np.concatenate(scores)))})
     return rows
@@ -134,6 +155,8 @@ def main(argv=None) -> int:
     ap.add_argument("-c", "--configuration", default="2d")
     ap.add_argument("-p", "--plans", nargs="+", default=["nnUNetPlans"])
     ap.add_argument("-a", "--augmentations", default=",".join(DEFAULT_AUGMENTATIONS))
+    ap.add_argument("--per-kernel-size", action="store_true",
+                    help="add one RandConv row per kernel size of its default set")
     ap.add_argument("--cases", type=int, default=4, help="training cases (sorted ids; default 4)")
     ap.add_argument("--draws", type=int, default=25, help="draws per case and augmentation (default 25)")
     ap.add_argument("--ring-mm", type=float, default=0.2,
@@ -151,7 +174,8 @@ def main(argv=None) -> int:
               f"{[round(s, 4) for s in patches['spacing']]}, ring {patches['ring_px']} px, "
               f"{len(patches['items'])} cases, visibility without augmentation {base:.3f}; RASS sigma on the "
               f"foreground's spectrum {sigma_fg:.2f} ({100 * share_fg:.0f} % of its power where sigma > 2)")
-        measured = measure(patches, args.augmentations.split(","), args.draws, args.seed)
+        specs = augmentation_rows(args.augmentations.split(","), args.per_kernel_size, len(patches["patch"]))
+        measured = measure(patches, specs, args.draws, args.seed)
         print(f"{'augmentation':<22} {'median':>7} {'p10':>6} {'lost':>6} {'structure':>9}")
         for r in measured:
             r = {"plans": plans, "base_visibility": float(base), "rass_sigma_foreground": sigma_fg, **r}

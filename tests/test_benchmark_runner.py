@@ -243,7 +243,7 @@ def test_paths_from_env_vars_and_dataset_relative_masks(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["retinal.json", "retinal_chase_source.json", "fetal_feta.json",
-                                  "fetal_atlas_groups.json", "ms.json"])
+                                  "fetal_atlas_groups.json", "ms.json", "synthetic_brain_3d.json"])
 def test_shipped_protocols_resolve_on_datasets_with_the_readme_ids(name, tmp_path, monkeypatch):
     """Every protocol in benchmarks/configs resolves against datasets with the README's ids (the user edits
     nothing but ids); every trainer it names exists."""
@@ -264,12 +264,17 @@ def test_shipped_protocols_resolve_on_datasets_with_the_readme_ids(name, tmp_pat
     monkeypatch.setenv("nnUNet_raw", str(raw))
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
     plan = resolve(cfg)
-    assert len(plan["folds"]) == 3 and plan["baseline"] == "nnUNetTrainerDGBaseline"
+    assert plan["baseline"] == "nnUNetTrainerDGBaseline"
     for t in list(cfg["trainers"]) + list(cfg.get("grid_trainers", [])):
         assert t in trainers.__all__, t
-    for core in ("nnUNetTrainerRandConv", "nnUNetTrainerProRandConv", "nnUNetTrainerGIN", "nnUNetTrainerRASS",
-                 "nnUNetTrainerRAS4DG"):
-        assert core in cfg["trainers"]
+    if name == "synthetic_brain_3d.json":  # the check that chose the cpu profile's 3D settings: 3 trainers, 1 fold
+        assert plan["folds"] == ["0"] and cfg["source"]["configuration"] == "3d_fullres"
+        assert cfg["trainers"] == ["nnUNetTrainerDGBaseline", "nnUNetTrainerRandConv", "nnUNetTrainerRAS4DG"]
+    else:
+        assert len(plan["folds"]) == 3
+        for core in ("nnUNetTrainerRandConv", "nnUNetTrainerProRandConv", "nnUNetTrainerGIN",
+                     "nnUNetTrainerRASS", "nnUNetTrainerRAS4DG"):
+            assert core in cfg["trainers"]
     assert any(t["in_domain"] for t in plan["targets"]) == bool(cfg["source"].get("test"))
     assert sum(not t["in_domain"] for t in plan["targets"]) >= 1
 
@@ -281,7 +286,8 @@ def test_plateau_of_an_ema_curve():
 
     rising = [0.5 + 0.05 * i for i in range(10)]                       # still climbing 0.05 per epoch
     flat = [0.5 + 0.4 * (1 - 0.5 ** i) for i in range(20)]             # last 4 steps move < 0.001
-    assert plateau(rising) == {"converged": False, "change": pytest.approx(0.10), "epochs": 10, "window_epochs": 2}
+    assert plateau(rising) == {"converged": False, "change": pytest.approx(0.10), "no_foreground": False,
+                               "epochs": 10, "window_epochs": 2}
     res = plateau(flat)
     assert res["converged"] is True and res["window_epochs"] == 4 and res["change"] < 0.01
     # the window is the last ceil(20 %) epochs plus the value before it: a jump just before it does not count
@@ -292,6 +298,11 @@ def test_plateau_of_an_ema_curve():
     assert plateau([0.1, 0.2, 0.3, 0.4])["converged"] is None           # < 5 epochs: not determined
     assert plateau([float("nan")] * 3 + [0.8] * 5)["epochs"] == 5       # epochs without a value are dropped
     assert plateau(rising, tol=0.2)["converged"] is True
+    # flat at zero: the network never left predicting background (the first epoch's value decays away)
+    stuck = [0.08 * 0.9 ** i for i in range(60)]
+    res = plateau(stuck)
+    assert res["change"] < 0.01 and res["no_foreground"] is True and res["converged"] is False
+    assert plateau(stuck + [0.02, 0.04])["no_foreground"] is False  # taking off: no longer at zero, not flat
     with pytest.raises(ValueError, match="window"):
         plateau(rising, window=0)
 
@@ -306,8 +317,8 @@ def test_fold_convergence_reads_nnunet_checkpoints(tmp_path):
     torch.save({"logging": {"ema_fg_dice": ema, "mean_fg_dice": ema}}, tmp_path / "checkpoint_latest.pth")
     assert training_curve(tmp_path) == pytest.approx(ema)
     torch.save({"logging": {"ema_fg_dice": ema[:6]}}, tmp_path / "checkpoint_final.pth")  # final wins: 0.7 -> 0.8
-    assert fold_convergence(tmp_path) == {"converged": False, "change": pytest.approx(0.10), "epochs": 6,
-                                          "window_epochs": 2}
+    assert fold_convergence(tmp_path) == {"converged": False, "change": pytest.approx(0.10), "no_foreground": False,
+                                          "epochs": 6, "window_epochs": 2}
 
 
 def test_converged_column_per_fold(tmp_path):
@@ -322,6 +333,8 @@ def test_converged_column_per_fold(tmp_path):
     rows = list(csv.reader(open(tmp_path / "comparison.csv")))
     assert rows[0][-2:] == ["converged", "converged max change"] and rows[1][-2:] == ["yes;no", "0.021"]
     assert "converged" not in comparison_table(compare(plan, results))  # no curves, no column
+    conv["nnUNetTrainerA"]["1"] = {"converged": False, "change": 0.001, "no_foreground": True}
+    assert "yes zero (max Δ 0.004)" in comparison_table(compare(plan, results, conv))  # flat at 0 is no plateau
 
 
 def test_narrow_network_scales_every_stage(tmp_path):
@@ -374,3 +387,34 @@ def test_cpu_profile_end_to_end_on_synthetic_vessels(nnunet_env, tmp_path):
     assert conv["epochs"] == 5 and conv["window_epochs"] == 1 and isinstance(conv["converged"], bool)
     table = comparison_table(res["comparison"])
     assert "cpu profile: sized for 2 CPU cores" in table and "converged" in table
+
+
+def test_cpu_profile_plans_an_anisotropic_3d_protocol(nnunet_env, tmp_path):
+    """The cpu profile's ``3d_fullres`` settings on a small anisotropic phantom (X at 2 mm, so nnU-Net
+    transposes it first): the coarse plan is nnU-Net's planner at ``spacing_factor`` x the default plan's
+    spacing on every axis, with the default plan's transpose (the target spacing must reach the planner in the
+    images' own axis order), the network narrowed, and every training case preprocessed."""
+    from nnunet_rc.evaluation.benchmark import ensure_coarse_plans
+    from nnunet_rc.synthetic.generate import write_benchmark
+
+    write_benchmark(nnunet_env["nnUNet_raw"], dim=3, id_base=885, num_train=4, num_test=1, size=(48, 44, 24),
+                    spacing=(0.8, 0.8, 2.0), targets=("inverted",), overwrite=True, progress=False)
+    cfg = apply_overrides({"source": {"dataset": 885, "configuration": "3d_fullres",
+                                      "test": {"dataset": 885, "split": "Ts"}},
+                           "trainers": ["nnUNetTrainerDGBaseline"], "folds": [0], "targets": [],
+                           "output": str(tmp_path / "out")}, profile="cpu")
+    settings = PROFILES["cpu"]["by_configuration"]["3d_fullres"]
+    assert cfg["schedule"] == settings["schedule"] and cfg["source"]["plans"] == settings["coarse_plan"]["name"]
+    plan = resolve(cfg)
+    ensure_coarse_plans(plan, tmp_path / "logs", plan["env"])
+    pre = next(Path(nnunet_env["nnUNet_preprocessed"]).glob("Dataset885_*"))
+    default = json.loads((pre / "nnUNetPlans.json").read_text())
+    coarse = json.loads((pre / f"{settings['coarse_plan']['name']}.json").read_text())
+    assert default["transpose_forward"] == [2, 0, 1]  # the 2 mm axis first: the case this test is about
+    assert coarse["transpose_forward"] == default["transpose_forward"]
+    factor = settings["coarse_plan"]["spacing_factor"]
+    assert coarse["configurations"]["3d_fullres"]["spacing"] == pytest.approx(
+        [factor * v for v in default["configurations"]["3d_fullres"]["spacing"]])
+    arch = coarse["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    assert arch["features_per_stage"][0] == settings["coarse_plan"]["base_features"]
+    assert len(list((pre / f"{settings['coarse_plan']['name']}_3d_fullres").glob("*.pkl"))) == 4

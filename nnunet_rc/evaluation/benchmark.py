@@ -32,7 +32,8 @@ Statistics: ``folds`` (default 3) runs per trainer; per target the mean ± std o
 to the baseline (``baseline``, default ``nnUNetTrainerDGBaseline`` or the first trainer) and the p-value
 of a paired per-case Wilcoxon signed-rank test (:mod:`.stats`: each case averaged over folds first). The
 ``converged`` column says per fold whether nnU-Net's EMA pseudo-Dice was flat (moved < 0.01) over the
-last 20 % of the epochs (:mod:`.convergence`; ``n/a`` under 5 epochs).
+last 20 % of the epochs (:mod:`.convergence`; ``n/a`` under 5 epochs; ``zero`` when it ended below 0.01:
+flat because the network still predicts no foreground, not a plateau).
 
 Resuming: a fold with ``checkpoint_final.pth`` is trained and skipped -- unless it was trained for another
 number of epochs than the schedule asks (e.g. under an earlier version of a profile): then the run stops
@@ -72,8 +73,10 @@ BASELINE = "nnUNetTrainerDGBaseline"
 #: configuration a coarse plan made by nnU-Net's own planner (``spacing_factor`` x the source's spacing)
 #: with the network narrowed to ``base_features`` in the first stage (every stage scaled alike; at DRIVE's
 #: coarse plan width 16 costs 1/3 and width 8 1/6 of nnU-Net's 32 per step), and the schedule chosen by
-#: the measurements and the rule written in docs/cpu_profile.md (2d only so far: 110 x 16 fits
-#: DRIVE -> CHASE_DB1 in 1 h 57 min; 10 of its 18 folds reached the plateau).
+#: the measurements and the rule written in docs/cpu_profile.md (2d: 110 x 16 fits DRIVE -> CHASE_DB1 in
+#: 1 h 57 min; 10 of its 18 folds reached the plateau. 3d_fullres: 90 x 16 at 3x spacing fits baseline,
+#: RandConv and RAS4DG, one fold, on the fetal-atlas-sized phantom in 2 h on a 2x slower machine, but no fold
+#: reached a plateau: the networks leave "all background" late at that resolution).
 #: nnU-Net's final validation exports through a pool of ``nnUNet_def_n_proc`` (default 8) spawned
 #: processes: on 2 cores their start-up alone took ~40 s per training; one process exports the few
 #: validation cases of a fold in seconds. Two more knobs change the speed only, never what is trained
@@ -98,6 +101,8 @@ PROFILES = {
     "cpu": {"device": "cpu", "env": CPU_ENV, "train_env": CPU_TRAIN_ENV, "by_configuration": {
         "2d": {"schedule": {"epochs": 110, "iterations": 16, "val_iterations": 10},
                "coarse_plan": {"name": "nnUNetPlans_cpu", "spacing_factor": 3.0, "base_features": 8}},
+        "3d_fullres": {"schedule": {"epochs": 90, "iterations": 16, "val_iterations": 10},
+                       "coarse_plan": {"name": "nnUNetPlans_cpu3d", "spacing_factor": 3.0, "base_features": 8}},
     }, "note": "cpu profile: sized for 2 CPU cores (plan at {spacing_factor:g}x spacing, first-stage width "
                "{base_features}, {epochs} epochs x {iterations} iterations; see the converged column)"},
 }
@@ -311,7 +316,8 @@ def _run(cmd: List[str], log: Path, env: dict) -> None:
 def ensure_coarse_plans(plan: dict, logs: Path, env: dict) -> None:
     """Create and preprocess ``plan["plans"]`` (a cpu/smoke profile's coarse plan, ``plan["coarse_plan"]``)
     unless it exists: nnU-Net's default planner with ``-overwrite_target_spacing`` = ``spacing_factor`` ×
-    the default plan's spacing of the configuration (for ``2d`` the slice axis is kept), the network
+    the default plan's spacing of the configuration (for ``2d`` the slice axis is kept; passed in the images'
+    own axis order, so an anisotropic volume keeps the default plan's transpose), the network
     narrowed to ``base_features`` if given (:func:`narrow_network`), then ``nnUNetv2_preprocess``."""
     pre = os.environ.get("nnUNet_preprocessed")
     if not pre:
@@ -330,10 +336,11 @@ def ensure_coarse_plans(plan: dict, logs: Path, env: dict) -> None:
     if plan["configuration"] not in cfgs:
         raise BenchmarkError(f"{folder}/nnUNetPlans.json has no configuration {plan['configuration']}")
     f = float(coarse["spacing_factor"])
-    sp = [float(v) * f for v in cfgs[plan["configuration"]]["spacing"]]
+    sp = [float(v) * f for v in cfgs[plan["configuration"]]["spacing"]]  # nnU-Net's transposed axis order
     if len(sp) == 2:  # 2d: keep the slice axis of the (3-axis) full-resolution spacing
         sp = [float(default["original_median_spacing_after_transp"][0])] + sp
-        sp = [sp[i] for i in default["transpose_backward"]]
+    # the planner takes the target spacing in the images' own axis order (and derives its transpose from it)
+    sp = [sp[i] for i in default["transpose_backward"]]
     _run(["nnUNetv2_plan_experiment", "-d", plan["dataset"], "-overwrite_target_spacing", *map(str, sp),
           "-overwrite_plans_name", ident], logs / f"plan_{ident}.log", env)
     if coarse.get("base_features"):
@@ -472,11 +479,14 @@ def compare(plan: dict, results: dict, convergence: dict = None) -> dict:
 
 
 def _convergence_summary(by_fold: dict, folds) -> tuple:
-    """Per fold ``yes`` / ``no`` / ``n/a`` (EMA pseudo-Dice flat over the last 20 % of epochs) and the
+    """Per fold ``yes`` / ``no`` / ``n/a`` (EMA pseudo-Dice flat over the last 20 % of epochs), ``zero`` where
+    the EMA ended below 0.01 (flat because the network predicts no foreground: not a plateau), and the
     largest EMA change over the folds (``None`` if no fold has one)."""
     words = {True: "yes", False: "no", None: "n/a"}
     changes = [c["change"] for c in by_fold.values() if c.get("change") is not None]
-    return [words[by_fold.get(f, {}).get("converged")] for f in folds], (max(changes) if changes else None)
+    cells = [by_fold.get(f, {}) for f in folds]
+    return ([("zero" if c.get("no_foreground") else words[c.get("converged")]) for c in cells],
+            (max(changes) if changes else None))
 
 
 def _converged_cell(by_fold: dict, folds) -> str:
@@ -509,7 +519,8 @@ def comparison_table(comparison: dict) -> str:
             + ([_converged_cell(conv.get(tr, {}), comparison["folds"])] if conv else [])
             for tr, r in comparison["rows"].items()]
     note = f"{comparison['profile_note']}\n" if comparison.get("profile_note") else ""
-    conv_note = ("; converged = nnU-Net's EMA pseudo-Dice moved < 0.01 over the last 20 % of epochs, per fold"
+    conv_note = ("; converged = nnU-Net's EMA pseudo-Dice moved < 0.01 over the last 20 % of epochs, per fold; "
+                 "zero = it ended below 0.01 (no foreground predicted)"
                  if conv else "")
     return (note + f"{comparison['metric']} (foreground mean; mean ± std over folds {', '.join(comparison['folds'])}; "
             f"(Δ vs {comparison.get('baseline')}, p = paired per-case Wilcoxon signed-rank){conv_note})\n"
