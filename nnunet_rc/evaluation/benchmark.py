@@ -75,8 +75,8 @@ BASELINE = "nnUNetTrainerDGBaseline"
 #: coarse plan width 16 costs 1/3 and width 8 1/6 of nnU-Net's 32 per step), and the schedule chosen by
 #: the measurements and the rule written in docs/cpu_profile.md (2d: 110 x 16 fits DRIVE -> CHASE_DB1 in
 #: 1 h 57 min; 10 of its 18 folds reached the plateau. 3d_fullres: 90 x 16 at 3x spacing fits baseline,
-#: RandConv and RAS4DG, one fold, on the fetal-atlas-sized phantom in 2 h on a 2x slower machine, but no fold
-#: reached a plateau: the networks leave "all background" late at that resolution).
+#: RandConv and RAS4DG, one fold, on the fetal-atlas-sized phantom in 1 h 39 min on a machine half as fast as
+#: the 2d run's, but no fold reached a plateau: at that resolution the networks leave "all background" late).
 #: nnU-Net's final validation exports through a pool of ``nnUNet_def_n_proc`` (default 8) spawned
 #: processes: on 2 cores their start-up alone took ~40 s per training; one process exports the few
 #: validation cases of a fold in seconds. Two more knobs change the speed only, never what is trained
