@@ -124,15 +124,14 @@ def augmentation_rows(names: Sequence[str], per_kernel_size: bool, ndim: int) ->
     return rows
 
 
-def measure(patches: dict, augmentations: Sequence, draws: int, seed: int) -> List[dict]:
-    """One row per augmentation: a name (defaults) or a ``(label, name, kwargs)`` of :func:`augmentation_rows`;
-    every row starts from the same ``seed``."""
+def measure(patches: dict, augmentations: Sequence[tuple], draws: int, seed: int) -> List[dict]:
+    """One row per ``(label, name, kwargs)`` of :func:`augmentation_rows`; every row starts from the same
+    ``seed``."""
     from nnunet_rc.augment import AUGMENTATIONS
     from nnunet_rc.augment.structure import structure_score
 
     rows = []
-    for spec in tqdm(augmentations, desc="augmentations", leave=False):
-        label, name, kwargs = (spec, spec, {}) if isinstance(spec, str) else spec
+    for label, name, kwargs in tqdm(augmentations, desc="augmentations", leave=False):
         aug = AUGMENTATIONS[name](p=1.0, **kwargs)
         generator = torch.Generator().manual_seed(seed)
         rel, scores = [], []
