@@ -11,7 +11,12 @@ CPU with the PyTorch the project installs:
 - ``nnUNetTrainerRandConvCL`` (its training batch is twice nnU-Net's) trains with a compiled network,
   validates (half the batch) and trains again, compiling at most twice (one recompilation);
 - every trainer's training step runs under ``torch.autocast("cpu", dtype=torch.bfloat16)``: the loss is
-  finite, the network ran in bf16, and every batch augmentation ran in fp32 with autocast off.
+  finite, the network ran in bf16, and every batch augmentation ran in fp32 with autocast off. The network is
+  the plans' U-Net (and the trainer's ``modify_network``) at ``BF16_WIDTH`` features per stage, and the batch
+  twice the product of its strides per axis (the bottleneck keeps 2 voxels per axis, for instance norm): on a
+  CPU without native bf16 (AVX2 only, as on the 2-core CI machine) PyTorch runs bf16 convolutions through a
+  slow reference path, and one full-size 3D step took minutes there; the dtypes checked depend on neither
+  width nor patch size.
 
 RAS4DG's 2D compile check runs in the default suite; the rest of the compile matrix is ``slow``.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from pathlib import Path
 
@@ -30,6 +36,7 @@ from nnunet_rc import trainers
 
 OUT_ATOL = 1e-4
 GRAD_RTOL = 5e-3
+BF16_WIDTH = 8
 
 
 NETWORK_TRAINERS = [n for n in trainers.__all__ if getattr(trainers, n).changes_network()]
@@ -127,7 +134,17 @@ class _DtypeSpy(torch.nn.Module):
 @pytest.mark.parametrize("trainer_name", trainers.__all__)
 @pytest.mark.parametrize("fixture", ["preprocessed_2d", "preprocessed_3d"])
 def test_training_step_under_bf16_autocast(trainer_name, fixture, request):
-    trainer = make_trainer(getattr(trainers, trainer_name), request.getfixturevalue(fixture))
+    dataset = request.getfixturevalue(fixture)
+
+    def small(plans):
+        config = plans["configurations"][dataset["config"]]
+        arch = config["architecture"]["arch_kwargs"]
+        arch["features_per_stage"] = [min(int(f), BF16_WIDTH) for f in arch["features_per_stage"]]
+        config["patch_size"] = [2 * math.prod(int(s[axis]) for s in arch["strides"])  # instance norm: > 1 voxel
+                                for axis in range(len(config["patch_size"]))]
+
+    trainer = make_trainer(getattr(trainers, trainer_name), dataset, edit_plans=small)
+    assert max(trainer.network.encoder.output_channels) == BF16_WIDTH
     spies = [_DtypeSpy(a) for a in trainer.batch_augmentations]
     trainer.batch_augmentations = spies
     seen_net = []
