@@ -242,16 +242,11 @@ def test_paths_from_env_vars_and_dataset_relative_masks(tmp_path, monkeypatch):
     assert plan["folds"] == ["0", "1", "2"]  # three folds by default
 
 
-@pytest.mark.parametrize("name", ["retinal.json", "retinal_chase_source.json", "fetal_feta.json",
-                                  "fetal_atlas_groups.json", "ms.json", "synthetic_brain_3d.json"])
-def test_shipped_protocols_resolve_on_datasets_with_the_readme_ids(name, tmp_path, monkeypatch):
-    """Every protocol in benchmarks/configs resolves against datasets with the README's ids (the user edits
-    nothing but ids); every trainer it names exists."""
-    from pathlib import Path
+CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
 
-    from nnunet_rc import trainers
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / name)
+def _resolve_on_fake_datasets(cfg: dict, tmp_path, monkeypatch) -> dict:
+    """``resolve(cfg)`` against empty raw datasets with the ids ``cfg`` names (masks and groups folders made)."""
     raw = tmp_path / "raw"
     ids = {cfg["source"]["dataset"]} | {t["dataset"] for t in cfg["targets"] if "dataset" in t}
     if cfg["source"].get("test", {}).get("dataset") is not None:
@@ -263,7 +258,18 @@ def test_shipped_protocols_resolve_on_datasets_with_the_readme_ids(name, tmp_pat
         (folder / "groups.csv").write_text("case,group\n")
     monkeypatch.setenv("nnUNet_raw", str(raw))
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
-    plan = resolve(cfg)
+    return resolve(cfg)
+
+
+@pytest.mark.parametrize("name", ["retinal.json", "retinal_chase_source.json", "fetal_feta.json",
+                                  "fetal_atlas_groups.json", "ms.json", "synthetic_brain_3d.json"])
+def test_shipped_protocols_resolve_on_datasets_with_the_readme_ids(name, tmp_path, monkeypatch):
+    """Every protocol in benchmarks/configs resolves against datasets with the README's ids (the user edits
+    nothing but ids); every trainer it names exists."""
+    from nnunet_rc import trainers
+
+    cfg = load_config(CONFIGS / name)
+    plan = _resolve_on_fake_datasets(cfg, tmp_path, monkeypatch)
     assert plan["baseline"] == "nnUNetTrainerDGBaseline"
     for t in list(cfg["trainers"]) + list(cfg.get("grid_trainers", [])):
         assert t in trainers.__all__, t
@@ -277,6 +283,25 @@ def test_shipped_protocols_resolve_on_datasets_with_the_readme_ids(name, tmp_pat
             assert core in cfg["trainers"]
     assert any(t["in_domain"] for t in plan["targets"]) == bool(cfg["source"].get("test"))
     assert sum(not t["in_domain"] for t in plan["targets"]) >= 1
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("attempt_*.json")))
+def test_attempt_configs_compare_a_change_with_its_trainer_in_both_directions(name, tmp_path, monkeypatch):
+    """An attempt's configs (docs/trainer_attempts.md) resolve with the README's ids, the unchanged trainer is the
+    table's reference, and each has the one in-domain column and the target ``attempt_verdict.py`` reads."""
+    from nnunet_rc import trainers
+
+    cfg = load_config(CONFIGS / name)
+    plan = _resolve_on_fake_datasets(cfg, tmp_path, monkeypatch)
+    assert len(cfg["trainers"]) == 2 and plan["baseline"] == cfg["trainers"][0]
+    assert all(t in trainers.__all__ for t in cfg["trainers"])
+    assert issubclass(getattr(trainers, cfg["trainers"][1]), getattr(trainers, cfg["trainers"][0]))
+    assert plan["folds"] == ["0", "1", "2"]
+    assert [t["name"] for t in plan["targets"] if t["in_domain"]] == [f"{cfg['source']['test']['name']} (in-domain)"]
+    assert {t["name"] for t in plan["targets"] if not t["in_domain"]} in ({"CHASE_DB1"}, {"DRIVE"})
+    pair = (name.replace("_retinal.json", "_chase_source.json") if name.endswith("_retinal.json")
+            else name.replace("_chase_source.json", "_retinal.json"))
+    assert pair != name and (CONFIGS / pair).is_file(), f"{name}: no config for the other direction"
 
 
 # ---- convergence: nnU-Net's EMA pseudo-Dice flat over the last 20 % of epochs -----------------------------------
