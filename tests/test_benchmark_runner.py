@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, write_fingerprint
 from nnunet_rc.evaluation.benchmark import (PROFILES, BenchmarkError, _run, apply_overrides, compare,
                                             comparison_table, load_config, resolve, run_benchmark,
                                             write_comparison)
@@ -387,6 +387,7 @@ def test_cpu_profile_end_to_end_on_synthetic_vessels(nnunet_env, tmp_path):
 
     write_benchmark(nnunet_env["nnUNet_raw"], dim=2, id_base=880, num_train=5, num_test=2, size=96,
                     targets=("blur",), overwrite=True, progress=False)
+    write_fingerprint(880)  # nnU-Net's extractor at fixture size; the runner's plan step keeps it
     cfg = {"source": {"dataset": 880, "configuration": "2d", "test": {"dataset": 880, "split": "Ts"}},
            "trainers": ["nnUNetTrainerDGBaseline"], "folds": [0],
            "targets": [], "output": str(tmp_path / "out")}
@@ -424,6 +425,7 @@ def test_cpu_profile_plans_an_anisotropic_3d_protocol(nnunet_env, tmp_path):
 
     write_benchmark(nnunet_env["nnUNet_raw"], dim=3, id_base=885, num_train=4, num_test=1, size=(48, 44, 24),
                     spacing=(0.8, 0.8, 2.0), targets=("inverted",), overwrite=True, progress=False)
+    write_fingerprint(885)  # nnU-Net's extractor at fixture size; the runner's plan step keeps it
     cfg = apply_overrides({"source": {"dataset": 885, "configuration": "3d_fullres",
                                       "test": {"dataset": 885, "split": "Ts"}},
                            "trainers": ["nnUNetTrainerDGBaseline"], "folds": [0], "targets": [],
