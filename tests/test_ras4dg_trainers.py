@@ -21,21 +21,25 @@ from conftest import make_trainer, run_cli, short_schedule_env, synthetic_batch
 from nnunet_rc.augment import RASS, RMS, RandConv
 from nnunet_rc.blocks.rsd import RSD
 from nnunet_rc.trainers import (nnUNetTrainerRandConv_RSD, nnUNetTrainerRAS4DG, nnUNetTrainerRASS,
-                                nnUNetTrainerRASS_RMS, nnUNetTrainerRASS_RSD, nnUNetTrainerRASSp05, nnUNetTrainerRMS,
-                                nnUNetTrainerRMS_RSD, nnUNetTrainerRSD)
+                                nnUNetTrainerRAS4DGp05, nnUNetTrainerRASS_RMS, nnUNetTrainerRASS_RSD,
+                                nnUNetTrainerRASSp1, nnUNetTrainerRMS, nnUNetTrainerRMS_RSD, nnUNetTrainerRSD)
 
 #: trainer -> (augmentation types in order, has RSD)
 GRID = {
     nnUNetTrainerRASS: ((RASS,), False),
-    nnUNetTrainerRASSp05: ((RASS,), False),
+    nnUNetTrainerRASSp1: ((RASS,), False),
     nnUNetTrainerRMS: ((RMS,), False),
     nnUNetTrainerRSD: ((), True),
     nnUNetTrainerRASS_RMS: ((RASS, RMS), False),
     nnUNetTrainerRASS_RSD: ((RASS,), True),
     nnUNetTrainerRMS_RSD: ((RMS,), True),
     nnUNetTrainerRAS4DG: ((RASS, RMS), True),
+    nnUNetTrainerRAS4DGp05: ((RASS, RMS), True),
     nnUNetTrainerRandConv_RSD: ((RandConv,), True),
 }
+
+#: RASS's probability where it is not the paper's p = 1
+RASS_P = {nnUNetTrainerRASS: 0.5, nnUNetTrainerRAS4DGp05: 0.5}
 
 
 def _rsd_blocks(network):
@@ -54,8 +58,8 @@ def test_train_step_in_process(trainer_cls, dataset_name, request):
     trainer = _quiet(make_trainer, trainer_cls, dataset)
     augs, has_rsd = GRID[trainer_cls]
     assert [type(a) for a in trainer.batch_augmentations] == list(augs)
-    if augs and augs[0] is RASS:  # the paper's p = 1, except for the p = 0.5 variant
-        assert trainer.batch_augmentations[0].p == (0.5 if trainer_cls is nnUNetTrainerRASSp05 else 1.0)
+    if augs and augs[0] is RASS:  # the paper's p = 1, except RASS alone (attempt A2, kept) and attempt A5
+        assert trainer.batch_augmentations[0].p == RASS_P.get(trainer_cls, 1.0)
     blocks = _rsd_blocks(trainer.network)
     assert len(blocks) == (1 if has_rsd else 0)
     if has_rsd:
