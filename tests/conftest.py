@@ -213,7 +213,9 @@ def write_fingerprint(dataset_id: int) -> None:
     run_cli([sys.executable, "-c", code])
 
 
-def _plan_and_preprocess(dataset_id: int, configs) -> None:
+def plan_and_preprocess(dataset_id: int, configs) -> None:
+    """``nnUNetv2_plan_and_preprocess --verify_dataset_integrity`` on a fixture-size dataset (one process),
+    its fingerprint written first by :func:`write_fingerprint`."""
     write_fingerprint(dataset_id)
     run_cli(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", *configs, "-np", "1", "-npfp", "1",
              "--verify_dataset_integrity"])
@@ -223,7 +225,7 @@ def _plan_and_preprocess(dataset_id: int, configs) -> None:
 def preprocessed_2d(nnunet_env):
     """Dataset 901: five 32x32 grey PNG cases, labels {0,1,2}, planned and preprocessed for ``2d``."""
     raw = Path(nnunet_env["nnUNet_raw"])
-    _once(raw.parent, "dataset901", lambda: (write_tiny_dataset(raw, 901, dim=2), _plan_and_preprocess(901, ["2d"])))
+    _once(raw.parent, "dataset901", lambda: (write_tiny_dataset(raw, 901, dim=2), plan_and_preprocess(901, ["2d"])))
     folder = raw / "Dataset901_Tiny2D"
     return {"id": 901, "name": folder.name, "raw": folder, "config": "2d"}
 
@@ -233,7 +235,7 @@ def preprocessed_3d(nnunet_env):
     """Dataset 902: five 32^3 two-channel NIfTI cases, labels {0,1,2}, preprocessed for ``3d_fullres``."""
     raw = Path(nnunet_env["nnUNet_raw"])
     _once(raw.parent, "dataset902",
-          lambda: (write_tiny_dataset(raw, 902, dim=3, num_channels=2), _plan_and_preprocess(902, ["3d_fullres"])))
+          lambda: (write_tiny_dataset(raw, 902, dim=3, num_channels=2), plan_and_preprocess(902, ["3d_fullres"])))
     folder = raw / "Dataset902_Tiny3D"
     return {"id": 902, "name": folder.name, "raw": folder, "config": "3d_fullres"}
 

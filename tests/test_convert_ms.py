@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import run_cli, short_schedule_env, write_fingerprint
+from conftest import plan_and_preprocess, run_cli, short_schedule_env
 from nnunet_rc.dataset_conversion import ms
 from nnunet_rc.dataset_conversion.writer import ConversionError
 
@@ -335,8 +335,7 @@ def test_end_to_end_source_to_target(nnunet_env, tmp_path):
     target = raw / "Dataset131_MS_ISBI_target"
     assert json.loads((target / "dataset.json").read_text())["channel_names"] == {"0": "FLAIR", "1": "T1"}
 
-    write_fingerprint(130)  # nnU-Net's extractor at fixture size; the CLI keeps it
-    run_cli(["nnUNetv2_plan_and_preprocess", "-d", 130, "-c", "3d_fullres", "-np", 1, "-npfp", 1, "--verify_dataset_integrity"])
+    plan_and_preprocess(130, ["3d_fullres"])
     run_cli(["nnUNetv2_train", 130, "3d_fullres", "all", "-tr", "nnUNetTrainerDGBaseline", "-device", "cpu"],
             env=short_schedule_env())
     pred = tmp_path / "pred"

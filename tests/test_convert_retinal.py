@@ -312,7 +312,7 @@ def test_unreadable_image_names_the_file(tmp_path, capsys):
 # ---- end to end: DRIVE-shaped source -> train -> predict an IOSTAR-shaped target ----------------------
 
 def test_drive_to_iostar_end_to_end(nnunet_env, tmp_path, capsys):
-    from conftest import run_cli, short_schedule_env, write_fingerprint
+    from conftest import plan_and_preprocess, run_cli, short_schedule_env
 
     raw = Path(nnunet_env["nnUNet_raw"])
     write_drive(tmp_path / "drive", n_train=5, n_test=1, test_labels=False, w=48, h=48)
@@ -320,8 +320,7 @@ def test_drive_to_iostar_end_to_end(nnunet_env, tmp_path, capsys):
     # the default: every dataset on one physical scale (per-channel NIfTI with the FOV-derived spacing)
     assert convert(capsys, "drive", tmp_path / "drive", raw, 940, spacing="fov")[0] == 0
     assert convert(capsys, "iostar", tmp_path / "iostar", raw, 941, spacing="fov")[0] == 0
-    write_fingerprint(940)  # nnU-Net's extractor at fixture size; the CLI keeps it
-    run_cli(["nnUNetv2_plan_and_preprocess", "-d", 940, "-c", "2d", "-np", 1, "-npfp", 1, "--verify_dataset_integrity"])
+    plan_and_preprocess(940, ["2d"])
     run_cli(["nnUNetv2_train", 940, "2d", "all", "-tr", "nnUNetTrainerDGBaseline", "-device", "cpu"],
             env=short_schedule_env())
     target = raw / "Dataset941_IOSTAR"
