@@ -99,8 +99,9 @@ class nnUNetTrainerRAS4DG(_WithRSD, nnUNetTrainerRASS_RMS):
 
 
 class nnUNetTrainerRAS4DGp05(nnUNetTrainerRAS4DG):
-    """Full RAS4DG with RASS on half the samples (``p = 0.5``). Attempt A5 of docs/trainer_attempts.md: does
-    A2's gain carry over to the full method? (A variant until it is kept.)"""
+    """Full RAS4DG with RASS on half the samples (``p = 0.5``). Attempt A5 of docs/trainer_attempts.md, not kept
+    (2026-12-07): in-domain Dice higher forward in every fold, but in reverse (CHASE_DB1 -> DRIVE) in 2 of 3
+    folds only, so ``nnUNetTrainerRAS4DG`` keeps the paper's ``p = 1``. A named variant for the record."""
     rass_p = 0.5
 
 
