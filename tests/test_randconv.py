@@ -296,7 +296,7 @@ def test_consistency_loss_values():
 # ---- trainers ---------------------------------------------------------------------------------------------
 
 TRAINER_NAMES = ["nnUNetTrainerRandConv", "nnUNetTrainerRandConvK3", "nnUNetTrainerRandConvDepth1",
-                 "nnUNetTrainerRandConvPerModality", "nnUNetTrainerRandConvMix", "nnUNetTrainerRandConvKeepBG",
+                 "nnUNetTrainerRandConvPerModality", "nnUNetTrainerRandConvNoMix", "nnUNetTrainerRandConvKeepBG",
                  "nnUNetTrainerRandConvReach", "nnUNetTrainerProRandConv", "nnUNetTrainerProRandConvDeform",
                  "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL"]
 
@@ -346,7 +346,9 @@ def test_trainer_hyperparameters():
     assert _cls("nnUNetTrainerRandConvK3").rc_kernel_sizes == (3,)
     assert _cls("nnUNetTrainerRandConvDepth1").rc_depths == (1,)
     assert _cls("nnUNetTrainerRandConvPerModality").rc_mix_channels is False
-    assert _cls("nnUNetTrainerRandConvMix").rc_mix is True
+    assert _cls("nnUNetTrainerRandConv").rc_mix is True  # attempt A6, kept
+    assert _cls("nnUNetTrainerRandConvNoMix").rc_mix is False
+    assert _cls("nnUNetTrainerRandConvK3").rc_mix is True  # the variants change one attribute of the default
     assert _cls("nnUNetTrainerRandConvKeepBG").rc_keep_background is True
     assert _cls("nnUNetTrainerRandConvCL").consistency_weight == 5.0
 
