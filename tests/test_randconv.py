@@ -227,6 +227,30 @@ def test_randconv_mix_variant():
     torch.testing.assert_close(out[1], 0.5 * plain[1] + 0.5 * x[1])
 
 
+def test_progressive_randconv_mix_variant():
+    """The mix gives the blocks' output the input's per-sample, per-channel mean and std, then mixes; the draws
+    other than ``alpha`` are the unmixed augmentation's for the same generator."""
+    x = 3.0 * torch.randn(2, 2, 16, 16) + 1.0
+    aug = ProgressiveRandConv(p=1.0, mix=True)
+    params = aug.get_parameters(x, gen())
+    plain_params = ProgressiveRandConv(p=1.0).get_parameters(x, gen())
+    assert set(params) == set(plain_params) | {"alpha"}
+    for k, v in plain_params.items():
+        torch.testing.assert_close(params[k], v)
+    params["alpha"] = torch.tensor([0.0, 0.5])
+    plain = ProgressiveRandConv(p=1.0).apply(x, plain_params)
+    assert float(plain[1].std()) < 0.5 * float(x[1].std())  # tanh output: far below the input's scale
+    out = aug.apply(x, params)
+    torch.testing.assert_close(out[0], x[0])
+    dims = (1, 2)
+    scaled = (plain[1] - plain[1].mean(dims, keepdim=True)) / plain[1].std(dims, unbiased=False, keepdim=True)
+    scaled = scaled * x[1].std(dims, unbiased=False, keepdim=True) + x[1].mean(dims, keepdim=True)
+    torch.testing.assert_close(out[1], 0.5 * scaled + 0.5 * x[1], atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        full = aug(x, generator=gen())
+    assert full.shape == x.shape and torch.isfinite(full).all()
+
+
 def test_per_modality_keeps_channels_separate():
     x = torch.randn(2, 3, 16, 16)
     x2 = x.clone()
@@ -298,7 +322,7 @@ def test_consistency_loss_values():
 TRAINER_NAMES = ["nnUNetTrainerRandConv", "nnUNetTrainerRandConvK3", "nnUNetTrainerRandConvDepth1",
                  "nnUNetTrainerRandConvPerModality", "nnUNetTrainerRandConvNoMix", "nnUNetTrainerRandConvKeepBG",
                  "nnUNetTrainerRandConvReach", "nnUNetTrainerProRandConv", "nnUNetTrainerProRandConvDeform",
-                 "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL"]
+                 "nnUNetTrainerProRandConvMix", "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL"]
 
 
 def _cls(name):
@@ -351,6 +375,15 @@ def test_trainer_hyperparameters():
     assert _cls("nnUNetTrainerRandConvK3").rc_mix is True  # the variants change one attribute of the default
     assert _cls("nnUNetTrainerRandConvKeepBG").rc_keep_background is True
     assert _cls("nnUNetTrainerRandConvCL").consistency_weight == 5.0
+    assert _cls("nnUNetTrainerProRandConvMix").prc_mix is True  # attempt A8's variant
+    assert _cls("nnUNetTrainerProRandConv").prc_mix is False and _cls("nnUNetTrainerProRandConvDeform").prc_mix is False
+
+
+def test_progressive_mix_trainer_builds_the_mixed_augmentation(preprocessed_2d):
+    from conftest import make_trainer
+
+    (aug,) = make_trainer(_cls("nnUNetTrainerProRandConvMix"), preprocessed_2d).batch_augmentations
+    assert isinstance(aug, ProgressiveRandConv) and aug.mix is True and aug.p == 0.5 and aug.deform_std == 0
 
 
 def test_consistency_trainer_adds_the_consistency_term(preprocessed_2d):

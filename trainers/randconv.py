@@ -23,7 +23,7 @@ __all__ = [
     "nnUNetTrainerRandConv", "nnUNetTrainerRandConvK3", "nnUNetTrainerRandConvDepth1",
     "nnUNetTrainerRandConvPerModality", "nnUNetTrainerRandConvNoMix", "nnUNetTrainerRandConvKeepBG",
     "nnUNetTrainerRandConvReach",
-    "nnUNetTrainerProRandConv", "nnUNetTrainerProRandConvDeform", "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL",
+    "nnUNetTrainerProRandConv", "nnUNetTrainerProRandConvDeform", "nnUNetTrainerProRandConvMix", "nnUNetTrainerGIN", "nnUNetTrainerRandConvCL",
 ]
 
 
@@ -99,16 +99,26 @@ class nnUNetTrainerProRandConv(nnUNetTrainerDGBaseline):
     prc_mix_channels: bool = True
     prc_p: float = 0.5
     prc_deform_std: float = 0.0
+    prc_mix: bool = False
 
     def build_batch_augmentations(self) -> List[BatchAugmentation]:
         return [ProgressiveRandConv(max_depth=self.prc_max_depth, mix_channels=self.prc_mix_channels, p=self.prc_p,
-                                    deform_std=self.prc_deform_std)]
+                                    deform_std=self.prc_deform_std, mix=self.prc_mix)]
 
 
 class nnUNetTrainerProRandConvDeform(nnUNetTrainerProRandConv):
     """Progressive RC with the paper's full block: random deformable offsets (σ_Δ = 0.3 voxels)."""
 
     prc_deform_std: float = 0.3
+
+
+class nnUNetTrainerProRandConvMix(nnUNetTrainerProRandConv):
+    """Progressive RC mixed with its input, ``a·PRC(x) + (1-a)·x``, ``a ~ U(0, 1)`` per sample (the blocks'
+    output at the input's mean and std first: :class:`nnunet_rc.augment.ProgressiveRandConv`). Attempt A8 of
+    docs/trainer_attempts.md (a variant until it is kept): RandConv's mix, kept for RandConv by A6, carried
+    over to Progressive RC with its own runs."""
+
+    prc_mix: bool = True
 
 
 class nnUNetTrainerGIN(nnUNetTrainerDGBaseline):

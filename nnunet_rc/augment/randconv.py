@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .base import BatchAugmentation, rand, randint, randn, register_augmentation
+from .base import BatchAugmentation, match_mean_std, rand, randint, randn, register_augmentation
 
 __all__ = ["RandConv", "ProgressiveRandConv", "ProgressiveRandConvDeform", "GIN", "grouped_random_conv",
            "random_jitter_offsets", "jitter_warp", "jitter_warp_plan", "DEFAULT_KERNEL_SIZES", "plan_scale",
@@ -326,19 +326,26 @@ class ProgressiveRandConv(BatchAugmentation):
     ``deform_std = 0.3`` voxels (offsets of a few tenths of a voxel jitter texture without moving the
     anatomy away from the unchanged label).
 
+    Optional mix (``mix=True``, RandConv's "mix" variant carried over; not in the paper):
+    ``out = a·m(PRC(x)) + (1-a)·x``, ``a ~ U(0, 1)`` per sample, where ``m`` gives the blocks' output the
+    input's per-sample, per-channel mean and std first. Decision: the ``tanh`` output's std is about
+    ``|γ|/L`` (0.04-0.4 at the defaults), far below nnU-Net-normalized input's 1, so without ``m`` the mix
+    would be the input almost unchanged whatever ``a`` is; with it, ``a`` is the augmented share as in RandConv.
+
     Args:
         max_depth: ``L_max`` (default 10).  kernel_size: ``k`` (default 3).
         deform_std: ``σ_Δ`` in voxels (0 = no deformation).
         dc_ratio_min, guard_candidates: guard 1 (``dc_ratio_min=0`` switches it off).
         scale_affine_by_depth: guard 2.
         mix_channels: kernels span all channels (default) or one kernel per modality.
+        mix: mix with the input as above (default off).
         p, same_on_batch, keep_background: see :class:`BatchAugmentation`.
     """
 
     def __init__(self, max_depth: int = 10, kernel_size: int = 3, sigma_g_min: float = 0.01,
                  affine_std: float = 0.5, deform_std: float = 0.0, dc_ratio_min: float = 0.95,
                  guard_candidates: int = 16, scale_affine_by_depth: bool = True, mix_channels: bool = True,
-                 p: float = 0.5, same_on_batch: bool = False, keep_background: bool = False):
+                 mix: bool = False, p: float = 0.5, same_on_batch: bool = False, keep_background: bool = False):
         super().__init__(p=p, same_on_batch=same_on_batch, keep_background=keep_background)
         if max_depth < 1:
             raise ValueError(f"ProgressiveRandConv: max_depth must be >= 1, got {max_depth}")
@@ -356,6 +363,7 @@ class ProgressiveRandConv(BatchAugmentation):
         self.guard_candidates = int(guard_candidates)
         self.scale_affine_by_depth = bool(scale_affine_by_depth)
         self.mix_channels = bool(mix_channels)
+        self.mix = bool(mix)
 
     def get_parameters(self, x: torch.Tensor, generator: Optional[torch.Generator]) -> dict:
         n, c = x.shape[:2]
@@ -387,6 +395,8 @@ class ProgressiveRandConv(BatchAugmentation):
             # the same offsets are applied L times: σ_Δ/sqrt(L) keeps the accumulated jitter near σ_Δ
             params["offsets"] = random_jitter_offsets(x.shape, self.deform_std * depth.float().rsqrt(), generator,
                                                       x.device)
+        if self.mix:  # drawn last, so the other parameters are the unmixed draw's for the same generator
+            params["alpha"] = rand((n,), generator, x.device)
         return params
 
     def block(self, h: torch.Tensor, params: dict, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -412,13 +422,17 @@ class ProgressiveRandConv(BatchAugmentation):
     def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         if "offsets" in params:  # the warp's set-up once for all L repetitions
             params = {**params, "warp_plan": jitter_warp_plan(params["offsets"])}
-        return repeat_per_sample(x, params["depth"], lambda h, _, rows: self.block(h, params, rows))
+        out = repeat_per_sample(x, params["depth"], lambda h, _, rows: self.block(h, params, rows))
+        if self.mix:
+            a = params["alpha"].view((-1,) + (1,) * (x.ndim - 1))
+            out = a * match_mean_std(out, x) + (1 - a) * x
+        return out
 
     def extra_repr(self) -> str:
         return (f"max_depth={self.max_depth}, kernel_size={self.kernel_size}, sigma_g_min={self.sigma_g_min}, "
                 f"deform_std={self.deform_std}, dc_ratio_min={self.dc_ratio_min}, "
                 f"scale_affine_by_depth={self.scale_affine_by_depth}, mix_channels={self.mix_channels}, "
-                + super().extra_repr())
+                f"mix={self.mix}, " + super().extra_repr())
 
 
 @register_augmentation
