@@ -116,6 +116,13 @@ def _rows(t: torch.Tensor, rows: Optional[torch.Tensor]) -> torch.Tensor:
     return t if rows is None else t.index_select(0, rows)
 
 
+def _mix_with_input(out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The mix of RandConv's "mix" variant, ``a·out + (1-a)·x`` with ``a = alpha[b]`` per sample ``b``
+    (``alpha``: ``(B,)``; ``out``, ``x``: ``(B, C, *S)``)."""
+    a = alpha.view((-1,) + (1,) * (x.ndim - 1))
+    return a * out + (1 - a) * x
+
+
 def _check_sizes(kernel_sizes: Sequence[int], what: str) -> tuple:
     ks = tuple(int(k) for k in kernel_sizes)
     if not ks or any(k < 1 or k % 2 == 0 for k in ks):
@@ -213,8 +220,7 @@ class RandConv(BatchAugmentation):
         out = repeat_per_sample(
             x, depth, lambda h, layer, rows: grouped_random_conv(h, _rows(weight[:, layer], rows), groups))
         if self.mix:
-            a = params["alpha"].view((-1,) + (1,) * (x.ndim - 1))
-            out = a * out + (1 - a) * x
+            out = _mix_with_input(out, x, params["alpha"])
         return out
 
     def extra_repr(self) -> str:
@@ -424,8 +430,7 @@ class ProgressiveRandConv(BatchAugmentation):
             params = {**params, "warp_plan": jitter_warp_plan(params["offsets"])}
         out = repeat_per_sample(x, params["depth"], lambda h, _, rows: self.block(h, params, rows))
         if self.mix:
-            a = params["alpha"].view((-1,) + (1,) * (x.ndim - 1))
-            out = a * match_mean_std(out, x) + (1 - a) * x
+            out = _mix_with_input(match_mean_std(out, x), x, params["alpha"])
         return out
 
     def extra_repr(self) -> str:
@@ -496,8 +501,7 @@ class GIN(BatchAugmentation):
         norm_x = x.pow(2).sum(dims, keepdim=True).sqrt()
         norm_h = h.pow(2).sum(dims, keepdim=True).sqrt()
         h = h * (norm_x / norm_h.clamp_min(1e-8))
-        a = params["alpha"].view((-1,) + (1,) * (x.ndim - 1))
-        return a * h + (1 - a) * x
+        return _mix_with_input(h, x, params["alpha"])
 
     def extra_repr(self) -> str:
         return (f"n_layers={self.n_layers}, kernel_sizes={self.kernel_sizes}, hidden_channels={self.hidden_channels}, "
